@@ -1,0 +1,27 @@
+# affpipe: face videos -> landmarks -> static/dynamic facial images -> features -> valence/arousal.
+#
+#   snakemake --cores 2 results/demo/report/summary.json     # the embedded demo, end to end so far
+#   snakemake --cores 32 results/semaine/report/summary.json --config 'datasets={semaine: {root: /data/AVEC2012}}'
+#
+# Rules are thin: each calls `python -m affpipe <command>`; see README.md and docs/.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "workflow_config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/demo.smk"
+include: "rules/datasets.smk"
+include: "rules/faces.smk"
+include: "rules/static.smk"
+include: "rules/dynamic.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        "results/demo/report/summary.json",

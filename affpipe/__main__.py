@@ -1,0 +1,3 @@
+from affpipe.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""CLI subcommands, one module each. Each module defines ``register(subparsers)``."""

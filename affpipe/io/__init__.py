@@ -1,0 +1,1 @@
+"""I/O at the edges: video decoding, atomic writes, Parquet and HDF5 stores."""

@@ -1,0 +1,18 @@
+# The embedded demo dataset: real face photographs animated with known valence/arousal traces.
+# Any dataset entry with `generated: true` gets its tree from this rule (settings: `demo` section,
+# overridable per dataset under `datasets.<name>.demo`).
+
+
+rule demo_data:
+    output:
+        tree=directory("results/{ds}/raw"),
+    params:
+        settings=demo_settings_json,
+    log:
+        "results/{ds}/logs/demo_data.log",
+    benchmark:
+        "results/{ds}/benchmarks/demo_data.tsv"
+    conda:
+        ENV
+    shell:
+        "python -m affpipe demo --settings {params.settings:q} --out {output.tree} 2> {log}"

@@ -1,0 +1,38 @@
+# Face detection and 68-point landmark tracking, one job per video.
+
+
+rule faces:
+    input:
+        video=video_path,
+    output:
+        faces="results/{ds}/faces/{video}.parquet",
+    params:
+        settings=faces_settings_json,
+        side=video_side_arg,
+    threads: config["threads"]["faces"]
+    log:
+        "results/{ds}/logs/faces/{video}.log",
+    benchmark:
+        "results/{ds}/benchmarks/faces/{video}.tsv"
+    conda:
+        ENV
+    shell:
+        "python -m affpipe faces --video {input.video:q} --out {output.faces} {params.side} "
+        "--settings {params.settings:q} --threads {threads} 2> {log}"
+
+
+rule faces_sheet:
+    input:
+        video=video_path,
+        faces="results/{ds}/faces/{video}.parquet",
+    output:
+        sheet="results/{ds}/report/faces/{video}.png",
+    log:
+        "results/{ds}/logs/faces_sheet/{video}.log",
+    benchmark:
+        "results/{ds}/benchmarks/faces_sheet/{video}.tsv"
+    conda:
+        ENV
+    shell:
+        "python -m affpipe show-faces --video {input.video:q} --faces {input.faces} "
+        "-o {output.sheet} 2> {log}"

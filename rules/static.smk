@@ -1,0 +1,21 @@
+# Aligned static face images: masked appearance (SFA) and 15-region shape image (SFS).
+
+
+rule static:
+    input:
+        video=video_path,
+        faces="results/{ds}/faces/{video}.parquet",
+    output:
+        static="results/{ds}/static/{video}.h5",
+    params:
+        settings=static_settings_json,
+    threads: config["threads"]["static"]
+    log:
+        "results/{ds}/logs/static/{video}.log",
+    benchmark:
+        "results/{ds}/benchmarks/static/{video}.tsv"
+    conda:
+        ENV
+    shell:
+        "python -m affpipe static --video {input.video:q} --faces {input.faces} "
+        "--out {output.static} --settings {params.settings:q} 2> {log}"

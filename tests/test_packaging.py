@@ -1,0 +1,98 @@
+"""Install files, config schema and config agree with each other and with the code."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from affpipe.config import SCHEMA_DIR, load_schema, section_settings, validate_config
+from affpipe.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _pyproject_pins() -> dict[str, str]:
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    pins = {}
+    for dep in deps:
+        m = re.fullmatch(r"([A-Za-z0-9_.\-]+)==([^;\s]+)", dep)
+        assert m, f"pyproject dependency {dep!r} is not pinned with =="
+        pins[m.group(1).lower()] = m.group(2)
+    return pins
+
+
+def test_torch_pinned_to_cpu_build_on_disk():
+    assert _pyproject_pins()["torch"] == "2.13.0"
+
+
+@pytest.mark.parametrize("env_file", sorted((ROOT / "envs").glob("*.yaml")), ids=lambda p: p.name)
+def test_conda_env_parses_and_pins_agree_with_pyproject(env_file):
+    env = yaml.safe_load(env_file.read_text())
+    assert env["channels"], "conda env needs channels"
+    deps = env["dependencies"]
+    assert "python=3.11" in deps
+    pip_section = next(d["pip"] for d in deps if isinstance(d, dict) and "pip" in d)
+    env_pins = {}
+    for dep in pip_section:
+        name, _, version = dep.partition("==")
+        assert version, f"{env_file.name}: {dep!r} is not pinned with =="
+        env_pins[name.lower()] = version
+    assert env_pins == _pyproject_pins()
+
+
+def test_every_rule_uses_an_existing_conda_env():
+    for smk in (ROOT / "rules").glob("*.smk"):
+        text = smk.read_text()
+        for rel in re.findall(r'ENV = "([^"]+)"', text):
+            assert (smk.parent / rel).resolve().is_file()
+
+
+def _walk_properties(schema: dict, where: str):
+    for name, sub in (schema.get("properties") or {}).items():
+        yield f"{where}.{name}", sub
+        if "$ref" not in sub:
+            yield from _walk_properties(sub, f"{where}.{name}")
+
+
+@pytest.mark.parametrize("schema_file", sorted(SCHEMA_DIR.glob("*.schema.yaml")), ids=lambda p: p.name)
+def test_schema_keys_have_descriptions(schema_file):
+    schema = load_schema(schema_file.name)
+    assert schema.get("description"), f"{schema_file.name} needs a top-level description"
+    for key, sub in _walk_properties(schema, schema_file.stem):
+        if "$ref" in sub:
+            continue
+        assert sub.get("description"), f"{schema_file.name}: `{key}` has no description"
+
+
+def test_workflow_config_validates_and_names_real_datasets_unset():
+    config = yaml.safe_load((ROOT / "workflow_config.yaml").read_text())
+    validate_config(config)
+    for name, adapter in [("semaine", "semaine"), ("recola", "recola"), ("affwild2", "affwild2")]:
+        assert config["datasets"][name]["adapter"] == adapter
+        assert config["datasets"][name]["root"] is None
+    assert config["datasets"]["demo"]["generated"] is True
+    # defaults were filled in for every stage section
+    for section in ("faces", "static", "dynamic", "demo", "threads", "report"):
+        assert isinstance(config[section], dict) and config[section]
+
+
+def test_invalid_config_names_the_key():
+    config = yaml.safe_load((ROOT / "workflow_config.yaml").read_text())
+    config["faces"]["detector"] = "magic"
+    with pytest.raises(ConfigError, match=r"`faces\.detector`"):
+        validate_config(config)
+    config = yaml.safe_load((ROOT / "workflow_config.yaml").read_text())
+    config["threads"]["dynamic"] = 0
+    with pytest.raises(ConfigError, match=r"`threads\.dynamic`"):
+        validate_config(config)
+
+
+def test_section_settings_fill_defaults_and_reject_unknown_keys():
+    s = section_settings("faces", {})
+    assert s["detector"] == "hog"
+    with pytest.raises(ConfigError, match="faces"):
+        section_settings("faces", {"no_such_key": 1})
