@@ -31,7 +31,11 @@ def _retrieve(uri: str) -> Resource:
     path = SCHEMA_DIR / name
     if not path.is_file():
         raise ConfigError("schema file referenced by $ref not found", path=path)
-    return Resource.from_contents(yaml.safe_load(path.read_text()), default_specification=DRAFT7)
+    contents = dict(yaml.safe_load(path.read_text()))
+    # Without its `$schema`, the referenced file is validated by our default-filling validator
+    # class; with it, jsonschema would switch to the stock Draft7Validator and skip the defaults.
+    contents.pop("$schema", None)
+    return Resource.from_contents(contents, default_specification=DRAFT7)
 
 
 @functools.lru_cache(maxsize=None)
@@ -47,12 +51,14 @@ def _extend_with_default(validator_class):
     def set_defaults(validator, properties, instance, schema):
         if isinstance(instance, dict):
             for prop, subschema in properties.items():
-                if "$ref" in subschema:
+                if prop in instance:
+                    continue
+                if "default" in subschema:  # also read next to a $ref (draft 7 ignores it otherwise)
+                    instance[prop] = copy.deepcopy(subschema["default"])
+                elif "$ref" in subschema:
                     resolved = validator._resolver.lookup(subschema["$ref"]).contents
-                else:
-                    resolved = subschema
-                if "default" in resolved and prop not in instance:
-                    instance[prop] = copy.deepcopy(resolved["default"])
+                    if "default" in resolved:
+                        instance[prop] = copy.deepcopy(resolved["default"])
         yield from validate_properties(validator, properties, instance, schema)
 
     return jsonschema.validators.extend(validator_class, {"properties": set_defaults})

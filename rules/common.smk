@@ -3,17 +3,12 @@
 import functools
 import json
 import os
+import shlex
 import sys
 
-# The workflow's own package: importable by Snakemake (for validation) and by every job, also
-# when jobs run in a conda env or on a cluster node that only has the pinned dependencies.
+# The workflow's own package, importable here for config validation even when Snakemake runs
+# from another environment than the one affpipe is installed in.
 sys.path.insert(0, workflow.basedir)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p
-)
-# Jobs call `python -m affpipe`: make `python` the interpreter running Snakemake unless a conda
-# env (--sdm conda) puts its own first on PATH.
-os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
 
 from snakemake.exceptions import WorkflowError
 
@@ -27,6 +22,19 @@ except AffpipeError as err:
     raise WorkflowError(str(err)) from None
 
 ENV = "../envs/affpipe.yaml"
+
+
+def _affpipe_command():
+    """How jobs call the CLI: `python -m affpipe` inside a conda env (--sdm conda), otherwise the
+    interpreter running Snakemake (so `.venv/bin/snakemake` works without activating the venv)."""
+    from snakemake.settings.types import DeploymentMethod
+
+    if DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method:
+        return "python -m affpipe"
+    return f"{shlex.quote(sys.executable)} -m affpipe"
+
+
+AFFPIPE = _affpipe_command()
 STAGE_SECTIONS = ("faces", "static", "dynamic", "demo")
 
 

@@ -7,6 +7,7 @@ checkpoint manifest:
     output:
         manifest="results/{ds}/manifest.parquet",
     params:
+        affpipe=AFFPIPE,
         settings=dataset_settings_json,
     log:
         "results/{ds}/logs/manifest.log",
@@ -15,7 +16,7 @@ checkpoint manifest:
     conda:
         ENV
     shell:
-        "python -m affpipe manifest --dataset {wildcards.ds} --settings {params.settings:q} "
+        "{params.affpipe} manifest --dataset {wildcards.ds} --settings {params.settings:q} "
         "--out {output.manifest} 2> {log}"
 
 
@@ -25,6 +26,7 @@ rule labels:
     output:
         labels="results/{ds}/labels/{video}.parquet",
     params:
+        affpipe=AFFPIPE,
         settings=dataset_settings_json,
     log:
         "results/{ds}/logs/labels/{video}.log",
@@ -33,5 +35,5 @@ rule labels:
     conda:
         ENV
     shell:
-        "python -m affpipe labels --manifest {input.manifest} --video {wildcards.video} "
+        "{params.affpipe} labels --manifest {input.manifest} --video {wildcards.video} "
         "--settings {params.settings:q} --out {output.labels} 2> {log}"

@@ -7,6 +7,7 @@ rule demo_data:
     output:
         tree=directory("results/{ds}/raw"),
     params:
+        affpipe=AFFPIPE,
         settings=demo_settings_json,
     log:
         "results/{ds}/logs/demo_data.log",
@@ -15,4 +16,4 @@ rule demo_data:
     conda:
         ENV
     shell:
-        "python -m affpipe demo --settings {params.settings:q} --out {output.tree} 2> {log}"
+        "{params.affpipe} demo --settings {params.settings:q} --out {output.tree} 2> {log}"

@@ -7,6 +7,7 @@ rule dynamic:
     output:
         dynamic="results/{ds}/dynamic/{video}.h5",
     params:
+        affpipe=AFFPIPE,
         settings=dynamic_settings_json,
     threads: config["threads"]["dynamic"]
     log:
@@ -16,5 +17,5 @@ rule dynamic:
     conda:
         ENV
     shell:
-        "python -m affpipe dynamic --static {input.static} --out {output.dynamic} "
+        "{params.affpipe} dynamic --static {input.static} --out {output.dynamic} "
         "--settings {params.settings:q} --threads {threads} 2> {log}"

@@ -7,6 +7,7 @@ rule faces:
     output:
         faces="results/{ds}/faces/{video}.parquet",
     params:
+        affpipe=AFFPIPE,
         settings=faces_settings_json,
         side=video_side_arg,
     threads: config["threads"]["faces"]
@@ -17,7 +18,7 @@ rule faces:
     conda:
         ENV
     shell:
-        "python -m affpipe faces --video {input.video:q} --out {output.faces} {params.side} "
+        "{params.affpipe} faces --video {input.video:q} --out {output.faces} {params.side} "
         "--settings {params.settings:q} --threads {threads} 2> {log}"
 
 
@@ -27,6 +28,8 @@ rule faces_sheet:
         faces="results/{ds}/faces/{video}.parquet",
     output:
         sheet="results/{ds}/report/faces/{video}.png",
+    params:
+        affpipe=AFFPIPE,
     log:
         "results/{ds}/logs/faces_sheet/{video}.log",
     benchmark:
@@ -34,5 +37,5 @@ rule faces_sheet:
     conda:
         ENV
     shell:
-        "python -m affpipe show-faces --video {input.video:q} --faces {input.faces} "
+        "{params.affpipe} show-faces --video {input.video:q} --faces {input.faces} "
         "-o {output.sheet} 2> {log}"

@@ -7,6 +7,8 @@ rule montage:
         dynamic="results/{ds}/dynamic/{video}.h5",
     output:
         montage=report("results/{ds}/report/montages/{video}.png", category="Dynamic facial model"),
+    params:
+        affpipe=AFFPIPE,
     log:
         "results/{ds}/logs/montage/{video}.log",
     benchmark:
@@ -14,7 +16,7 @@ rule montage:
     conda:
         ENV
     shell:
-        "python -m affpipe show {input.static} {input.dynamic} --frame auto -o {output.montage} 2> {log}"
+        "{params.affpipe} show {input.static} {input.dynamic} --frame auto -o {output.montage} 2> {log}"
 
 
 rule summary:
@@ -27,6 +29,8 @@ rule summary:
         dynamic=per_video("results/{ds}/dynamic/{video}.h5"),
     output:
         summary="results/{ds}/report/summary.json",
+    params:
+        affpipe=AFFPIPE,
     log:
         "results/{ds}/logs/summary.log",
     benchmark:
@@ -34,5 +38,5 @@ rule summary:
     conda:
         ENV
     shell:
-        "python -m affpipe summary --manifest {input.manifest} --results results/{wildcards.ds} "
+        "{params.affpipe} summary --manifest {input.manifest} --results results/{wildcards.ds} "
         "--out {output.summary} 2> {log}"

@@ -8,6 +8,7 @@ rule static:
     output:
         static="results/{ds}/static/{video}.h5",
     params:
+        affpipe=AFFPIPE,
         settings=static_settings_json,
     threads: config["threads"]["static"]
     log:
@@ -17,5 +18,5 @@ rule static:
     conda:
         ENV
     shell:
-        "python -m affpipe static --video {input.video:q} --faces {input.faces} "
+        "{params.affpipe} static --video {input.video:q} --faces {input.faces} "
         "--out {output.static} --settings {params.settings:q} 2> {log}"

@@ -1,0 +1,207 @@
+"""The manifest (one row per video) and the per-video labels table, for every adapter.
+
+This is the adapters' common front: :func:`build_manifest` scans a distribution tree with the
+dataset's adapter and probes each video's container (no full decode); :func:`build_labels` reads one
+video's label files and resamples them to that video's frames.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pyarrow as pa
+
+from affpipe import __version__
+from affpipe.datasets import affwild2, recola, semaine, usercsv
+from affpipe.datasets.labels import assemble_labels
+from affpipe.datasets.layout import label_source, parse_label_source
+from affpipe.datasets.settings import check_root, dataset_settings
+from affpipe.errors import DatasetError, VideoError
+from affpipe.progress import progress
+
+ADAPTERS: dict[str, ModuleType] = {"semaine": semaine, "recola": recola, "affwild2": affwild2, "csv": usercsv}
+FPS_TOLERANCE = 0.01  # relative difference from the expected frame rate that is worth a warning
+SKIPPED_EXAMPLES = 5  # paths listed per skip reason in the manifest metadata
+STAGE_SECTIONS = ("faces", "static", "dynamic", "demo")  # per-dataset stage overrides, not adapter settings
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        pa.field("video", pa.string()),
+        pa.field("path", pa.string()),
+        pa.field("partition", pa.string()),
+        pa.field("fps", pa.float64()),
+        pa.field("n_frames", pa.int64()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("duration_s", pa.float64()),
+        pa.field("subject", pa.string()),
+        pa.field("label_source", pa.string()),
+        pa.field("side", pa.string()),
+    ]
+)
+
+
+def _adapter_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in settings.items() if k not in STAGE_SECTIONS}
+
+
+def build_manifest(name: str, settings: dict[str, Any]) -> pa.Table:
+    """Scan dataset ``name``'s tree and return its manifest, one row per video, sorted by id.
+
+    Parameters
+    ----------
+    name : str
+        Dataset key (``datasets.<name>`` in the config); used in messages.
+    settings : dict
+        That config entry; defaults are filled in from ``rules/schemas/dataset.schema.yaml``.
+
+    Returns
+    -------
+    pyarrow.Table
+        Columns ``video, path, partition, fps, n_frames, width, height, duration_s, subject,
+        label_source, side`` (see :data:`MANIFEST_SCHEMA`). ``path`` is absolute and resolved,
+        ``n_frames`` the container-reported count, ``duration_s = n_frames / fps``, ``label_source``
+        ``valence_file;arousal_file`` (one path when one file holds both; empty without labels).
+        The schema metadata records the dataset, adapter, root, settings, skipped files (counted by
+        reason, with examples) and warnings (JSON).
+
+    Raises
+    ------
+    DatasetError
+        Unset or missing root (naming ``datasets.<name>.root``), a layout the adapter does not
+        understand (naming the files), missing label files.
+    VideoError
+        A video that cannot be opened or reports no frames.
+    """
+    s = dataset_settings(name, settings)
+    root = check_root(name, s)
+    adapter = ADAPTERS[s["adapter"]]
+    result = adapter.scan(root, s, name)
+    expected_fps = s["expected_fps"] if s["expected_fps"] is not None else adapter.NOMINAL_FPS
+    warnings = list(result.warnings)
+    columns: dict[str, list] = {f.name: [] for f in MANIFEST_SCHEMA}
+    entries = sorted(result.entries, key=lambda e: e.video)
+    from affpipe.io.video import probe  # OpenCV: imported only when videos are probed
+
+    for e in progress(entries, total=len(entries), desc=f"manifest {name}", unit="video"):
+        info = probe(e.path)
+        if info.n_frames_reported <= 0:
+            raise VideoError(
+                "container reports no frame count; re-mux it (e.g. `ffmpeg -i IN -c copy OUT.mp4`)", path=e.path
+            )
+        if expected_fps and abs(info.fps - expected_fps) > FPS_TOLERANCE * expected_fps:
+            warnings.append(
+                f"{e.path}: container frame rate {info.fps:g} fps differs from the {s['adapter']} rate "
+                f"{expected_fps:g} fps; labels are placed on this video's own frame times"
+            )
+        columns["video"].append(e.video)
+        columns["path"].append(os.fspath(Path(e.path).resolve()))
+        columns["partition"].append(e.partition)
+        columns["fps"].append(float(info.fps))
+        columns["n_frames"].append(int(info.n_frames_reported))
+        columns["width"].append(int(info.width))
+        columns["height"].append(int(info.height))
+        columns["duration_s"].append(info.n_frames_reported / info.fps)
+        columns["subject"].append(e.subject)
+        columns["label_source"].append(label_source(tuple(Path(p).resolve() for p in e.labels)))
+        columns["side"].append(e.side)
+    table = pa.table(columns, schema=MANIFEST_SCHEMA)
+    metadata = {
+        "affpipe_version": __version__,
+        "dataset": name,
+        "adapter": s["adapter"],
+        "root": os.fspath(root),
+        "settings": json.dumps(_adapter_settings(s), sort_keys=True),
+        "n_videos": str(table.num_rows),
+        "partitions": json.dumps(dict(sorted(Counter(columns["partition"]).items()))),
+        "skipped": json.dumps({k: len(v) for k, v in sorted(result.skipped.items())}),
+        "skipped_examples": json.dumps({k: v[:SKIPPED_EXAMPLES] for k, v in sorted(result.skipped.items())}),
+        "warnings": json.dumps(warnings),
+    }
+    return table.replace_schema_metadata({k.encode(): v.encode() for k, v in metadata.items()})
+
+
+def manifest_warnings(table: pa.Table) -> list[str]:
+    """The warnings recorded in a manifest's metadata."""
+    meta = table.schema.metadata or {}
+    return json.loads(meta.get(b"warnings", b"[]"))
+
+
+def _file_provenance(path: str) -> dict[str, Any]:
+    from affpipe.resources import sha256
+
+    p = Path(path)
+    return {"path": path, "bytes": p.stat().st_size, "sha256": sha256(p)}
+
+
+def build_labels(row: dict[str, Any], settings: dict[str, Any], *, dataset: str = "<name>") -> tuple[pa.Table, list[str]]:
+    """Labels of one manifest row on the video's frames ``0..n_frames-1``.
+
+    Resampling (also stored in the ``resampling`` metadata key): per-frame label files (SEMAINE,
+    Aff-Wild2, CSV with ``frame``) index frames directly; time-stamped labels (RECOLA, CSV with
+    ``time_s``) are linearly interpolated between neighbouring samples at ``frame / fps``, NaN outside
+    the labelled span, across gaps and next to unlabelled samples. See :mod:`affpipe.datasets.labels`.
+
+    Parameters
+    ----------
+    row : dict
+        One manifest row (``video, path, partition, fps, n_frames, label_source, ...``).
+    settings : dict
+        The dataset's config entry (defaults filled in here).
+    dataset : str
+        Dataset key, for messages naming config keys.
+
+    Returns
+    -------
+    table : pyarrow.Table
+        ``frame`` int32, ``time_s`` float64 (= frame / fps), ``valence``/``arousal`` float32 (NaN where
+        unlabelled); schema metadata: adapter, video, source files (with size and sha256), per-dimension
+        counts (samples, NaN/unlabelled in the source, samples beyond the video, NaN frames, drift),
+        the resampling method, warnings, and a note for videos without labels.
+    warnings : list of str
+        One line each, naming the label file (small length drift, unlabelled samples, ...).
+
+    Raises
+    ------
+    DatasetError
+        Missing or unreadable label file, values outside [-1, 1], label length further from the
+        video than ``label_drift_error_s`` (naming the file and both lengths).
+    """
+    s = dataset_settings(dataset, settings)
+    adapter = ADAPTERS[s["adapter"]]
+    n_frames, fps = int(row["n_frames"]), float(row["fps"])
+    files = parse_label_source(row.get("label_source") or "")
+    meta = {
+        "affpipe_version": __version__,
+        "adapter": s["adapter"],
+        "video": row["video"],
+        "video_path": row["path"],
+        "partition": row["partition"],
+        "side": row.get("side") or "",
+        "label_source": row.get("label_source") or "",
+    }
+    if files is None:
+        note = f"no label file for this video ({row['partition']} partition"
+        note += ": labels are not distributed)" if row["partition"] == "test" else ")"
+        note += "; valence and arousal are NaN for every frame"
+        meta["source_files"] = "[]"
+        return assemble_labels(None, n_frames=n_frames, fps=fps, settings=s, metadata=meta, note=note)
+    for f in dict.fromkeys(files):
+        if not Path(f).is_file():
+            raise DatasetError(
+                f"label file of video {row['video']!r} does not exist (named in the manifest's label_source)", path=f
+            )
+    tracks, read_warnings = adapter.read_tracks(row, s)
+    meta["source_files"] = json.dumps([_file_provenance(f) for f in dict.fromkeys(files)])
+    table, warnings = assemble_labels(tracks, n_frames=n_frames, fps=fps, settings=s, metadata=meta)
+    warnings = read_warnings + warnings
+    if read_warnings:
+        merged = dict(table.schema.metadata)
+        merged[b"warnings"] = json.dumps(warnings).encode()
+        table = table.replace_schema_metadata(merged)
+    return table, warnings
