@@ -1,0 +1,450 @@
+"""``affpipe dynamic``: DFA, DFS, dynamic-pixel masks and DFM for every window of one video.
+
+Reads ``results/{ds}/static/{video}.h5`` (SFA/SFS per frame) as a stream and writes
+``results/{ds}/dynamic/{video}.h5`` with one row per window (layout: :func:`dynamic_specs`):
+
+* ``frame`` (window's last frame), ``valid`` (False: the window had a frame without a face; its
+  images are zeros, nothing is invented);
+* ``dfa``, ``dfs``, ``dfm`` (n, S, S, 3) -- per ``storage``: uint8 with per-row ``<name>_scale`` /
+  ``<name>_offset`` (value = q * scale + offset; 0 is exact) or float16;
+* ``mask_a``, ``mask_s`` (n, S, S, 1) uint8 0/1 (see :mod:`affpipe.masks` for which pixels);
+* ``ranked_share`` and ``kkt_residual`` (n, 2) float32, columns (dfa, dfs): the share of the
+  window's T(T-1)/2 pairs the image ranks correctly, and the RankSVM's KKT residual.
+
+Parallelism: the windows are split into ``--threads`` contiguous ranges, each computed by its own
+process (own Gram cache and a part file next to the output); the parts are then concatenated by
+copying their compressed chunks. Memory per process is bounded by one block of windows
+(:data:`affpipe.windows.BLOCK_WINDOWS`), independent of the video length.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from affpipe.commands._common import add_settings_arg, load_settings
+
+log = logging.getLogger(__name__)
+
+DYNAMIC_STAGE = "dynamic"
+#: uint8 value of one unit of the problem's pixel scale
+PIXEL_SCALES = {"unit": 1.0 / 255.0, "byte": 1.0}
+#: dynamic image -> static stream it is computed from
+SOURCE = {"dfa": "sfa", "dfs": "sfs"}
+DIAG_COLUMNS = ("dfa", "dfs")
+#: static rows decoded per read
+READ_ROWS = 32
+#: levels used by the uint8 encoding (254 steps, so that 0 can sit exactly on a level)
+QUANT_STEPS = 254
+#: fewest windows worth a worker process of their own
+MIN_WINDOWS_PER_PART = 128
+#: skipped window frames listed in the log and the file attributes (the full list is frame[~valid])
+MAX_LISTED = 50
+
+STORAGE_NOTE = {
+    "uint8": "real-valued image stored as uint8 q with value = q * <name>_scale + <name>_offset per row; "
+    "0 is exactly representable and |error| <= scale/2",
+    "float16": "real-valued image stored as float16",
+}
+MASK_NOTE = {
+    "mask_s": "1 where the SFS window is dynamic: sum over the window of |last SFS - SFS_i| exceeds "
+    "mask_tolerance in some channel (moving region boundaries)",
+    "mask_a": "1 where the SFA window is dynamic and mask_s is 0 (overlap removed from the appearance mask)",
+}
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "dynamic",
+        help="dynamic facial images (DFA, DFS, masks, DFM) per sliding window -> .h5",
+        description="For every window of T frames (stride, hop) of one video's static file, solve the RankSVM "
+        "of the DFM paper (Eq. 3) on the SFA and SFS windows (DFA, DFS), find the dynamic pixels and fuse "
+        "them into the DFM. Windows with a frame without a face are kept as invalid rows.",
+    )
+    p.add_argument("--static", required=True, type=Path, help="static store of the video (.h5 from `affpipe static`)")
+    p.add_argument("--out", required=True, type=Path, help="output .h5 (written atomically)")
+    p.add_argument("--threads", type=int, default=1, help="worker processes (windows are split into contiguous ranges)")
+    add_settings_arg(p, what="dynamic-stage")
+    p.set_defaults(func=handler)
+
+
+# --------------------------------------------------------------------------------------------
+# storage encoding
+# --------------------------------------------------------------------------------------------
+def quantize_exact_zero(images):
+    """Per-row affine uint8 quantisation in which 0 is exactly representable.
+
+    Parameters
+    ----------
+    images : (k, ...) float
+        Finite values.
+
+    Returns
+    -------
+    q : (k, ...) uint8
+    scale, offset : (k,) float32
+        ``q.astype(float32) * scale + offset`` recovers every value to within ``scale / 2`` (plus
+        float32 rounding) and maps 0 to exactly 0. ``scale = (max(hi, 0) - min(lo, 0)) / 254``.
+    """
+    import cv2
+    import numpy as np
+
+    x = np.asarray(images)
+    if x.dtype != np.float32:
+        x = x.astype(np.float32)
+    k = x.shape[0]
+    flat = x.reshape(k, -1)
+    lo = np.minimum(flat.min(axis=1, initial=0.0), 0.0).astype(np.float64)
+    hi = np.maximum(flat.max(axis=1, initial=0.0), 0.0).astype(np.float64)
+    scale = ((hi - lo) / QUANT_STEPS).astype(np.float32)
+    scale[scale == 0] = np.float32(1.0)
+    zero = np.rint(-lo / scale.astype(np.float64))
+    # offset = -(zero * scale) evaluated in float32 exactly as the decoder does, so q = zero -> 0.0
+    offset = -(zero.astype(np.float32) * scale)
+    q = np.empty(x.shape, dtype=np.uint8)
+    for i in range(k):  # one fused, saturating, round-to-nearest pass per image
+        row = flat[i]
+        cv2.addWeighted(row, 1.0 / float(scale[i]), row, 0.0, float(zero[i]), dst=q[i].reshape(-1), dtype=cv2.CV_8U)
+    return q, scale, offset.astype(np.float32)
+
+
+def dynamic_specs(size: int, *, keep, storage: str) -> list:
+    """Datasets of a dynamic store, in creation order (the order ``affpipe show`` draws them).
+
+    Parameters
+    ----------
+    size : int
+        Side S of the static images.
+    keep : collection of {"dfa", "dfs", "masks", "dfm"}
+    storage : {"uint8", "float16"}
+    """
+    from affpipe.io.h5store import DatasetSpec
+
+    specs = [
+        DatasetSpec("frame", (), "int32", "video frame the row belongs to: the last frame of its window"),
+        DatasetSpec("valid", (), "bool", "True where all required frames of the window had a face; False rows hold zeros"),
+    ]
+    what = {
+        "dfa": "dynamic facial appearance: exact RankSVM (Eq. 3) dynamic image of the window's SFA images",
+        "dfs": "dynamic facial shape: exact RankSVM (Eq. 3) dynamic image of the window's SFS images",
+        "dfm": "dynamic facial model: mask_s * DFS + mask_a * DFA",
+    }
+
+    def image(name: str) -> list:
+        attrs: dict[str, Any] = {"channel_order": "RGB", "encoding": STORAGE_NOTE[storage]}
+        out = []
+        if storage == "uint8":
+            attrs.update(scale_dataset=f"{name}_scale", offset_dataset=f"{name}_offset")
+            out.append(DatasetSpec(name, (size, size, 3), "uint8", what[name], image=True, attrs=attrs))
+            out.append(DatasetSpec(f"{name}_scale", (), "float32", f"per-row scale of {name} (NaN where invalid)"))
+            out.append(DatasetSpec(f"{name}_offset", (), "float32", f"per-row offset of {name} (NaN where invalid)"))
+        else:
+            out.append(DatasetSpec(name, (size, size, 3), "float16", what[name], image=True, attrs=attrs))
+        return out
+
+    for name in ("dfa", "dfs"):
+        if name in keep:
+            specs += image(name)
+    if "masks" in keep:
+        for name in ("mask_a", "mask_s"):
+            specs.append(DatasetSpec(name, (size, size, 1), "uint8", MASK_NOTE[name], image=True, attrs={"value_range": [0, 1]}))
+    if "dfm" in keep:
+        specs += image("dfm")
+    cols = {"columns": list(DIAG_COLUMNS)}
+    specs.append(DatasetSpec("ranked_share", (2,), "float32",
+                             "share of the window's T(T-1)/2 frame pairs (t<q) with <d, V_q - V_t> > 0, for (dfa, dfs); "
+                             "NaN where not computed", attrs=cols))
+    specs.append(DatasetSpec("kkt_residual", (2,), "float32",
+                             "KKT residual of the exact RankSVM solution in margin units, for (dfa, dfs); NaN for the "
+                             "approximate solver or where not computed", attrs=cols))
+    return specs
+
+
+# --------------------------------------------------------------------------------------------
+# worker: one contiguous range of windows -> one part file
+# --------------------------------------------------------------------------------------------
+def _streams(keep) -> list[str]:
+    """Static streams to compute: both when masks/DFM are wanted, else those of the kept images."""
+    if "masks" in keep or "dfm" in keep:
+        return ["sfa", "sfs"]
+    return [SOURCE[n] for n in ("dfa", "dfs") if n in keep]
+
+
+def _encode_block(block, *, keep, storage: str, mask_tolerance: int) -> dict:
+    """Arrays of one :class:`affpipe.windows.WindowBlock` for :meth:`StoreWriter.append`."""
+    import numpy as np
+
+    from affpipe import masks
+
+    k = len(block.ends)
+    valid = block.valid
+    out: dict[str, Any] = {"frame": block.ends.astype(np.int32), "valid": valid}
+    images = {n: block.images[SOURCE[n]] for n in ("dfa", "dfs") if SOURCE[n] in block.images}
+    if "masks" in keep or "dfm" in keep:
+        mask_s, mask_a = masks.fusion_masks(block.dynamic["sfs"], block.dynamic["sfa"])
+        if "masks" in keep:
+            out["mask_s"] = mask_s[..., None].astype(np.uint8)
+            out["mask_a"] = mask_a[..., None].astype(np.uint8)
+        if "dfm" in keep:
+            images["dfm"] = masks.fuse_dfm(images["dfs"], images["dfa"], mask_s, mask_a)
+    for name, img in images.items():
+        if name not in keep:
+            continue
+        if storage == "uint8":
+            q, scale, offset = quantize_exact_zero(img)
+            q[~valid] = 0
+            scale[~valid] = np.nan
+            offset[~valid] = np.nan
+            out[name], out[f"{name}_scale"], out[f"{name}_offset"] = q, scale, offset
+        else:
+            out[name] = img.astype(np.float16)
+    for diag, key in (("ranked_share", "ranked_share"), ("kkt_residual", "kkt_residual")):
+        cols = []
+        for name in DIAG_COLUMNS:
+            stats = block.stats.get(SOURCE[name], {})
+            cols.append(stats.get(key, np.full(k, np.nan)))
+        out[diag] = np.stack(cols, axis=1).astype(np.float32)
+    return out
+
+
+def run_part(job: dict) -> dict:
+    """Compute the windows ending in ``[job["first_end"], job["last_end"]]`` into a part store.
+
+    Runs in a worker process (or in-process for one thread). Returns a summary of the part (window
+    counts and solver statistics) for the final file's attributes.
+    """
+    import numpy as np
+
+    from affpipe.io.h5store import StoreWriter, open_static
+    from affpipe.progress import progress
+    from affpipe.windows import SlidingDynamicImages, WindowSpec
+
+    if job.get("configure_logging"):
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with _blas_threads(job.get("blas_threads")):
+        s = job["settings"]
+        keep = s["keep"]
+        spec = WindowSpec(s["T"], s["stride"], s["hop"])
+        streams = _streams(keep)
+        with open_static(job["static"]) as reader:
+            size = int(reader.h5.attrs["size"])
+            frames = reader.frames.astype(np.int64)
+            valid = reader.valid
+            engine = SlidingDynamicImages(
+                spec,
+                {n: (size, size, 3) for n in streams},
+                solver=s["solver"],
+                lam=float(s["lambda"]),
+                pixel_scale=PIXEL_SCALES[s["pixel_scale"]],
+                want_dynamic="masks" in keep or "dfm" in keep,
+                mask_tolerance=int(s["mask_tolerance"]),
+                require=s["require_valid"],
+                first_frame=job["first_frame"],
+                first_end=job["first_end"],
+                last_end=job["last_end"],
+            )
+            lo = int(np.searchsorted(frames, engine.range_start_frame(job["first_end"]), side="left"))
+            hi = int(np.searchsorted(frames, job["last_end"], side="right"))
+            summary = {"windows": 0, "valid": 0, "ranked": [], "kkt": [], "at_bound": [], "iterations": []}
+            specs = dynamic_specs(size, keep=keep, storage=s["storage"])
+            with StoreWriter(job["part"], specs, stage=DYNAMIC_STAGE, settings=s, inputs=[job["static"]],
+                             compression=s["compression"], compression_level=s["compression_level"]) as writer:
+
+                def write(block) -> None:
+                    writer.append(**_encode_block(block, keep=keep, storage=s["storage"], mask_tolerance=s["mask_tolerance"]))
+                    summary["windows"] += len(block.ends)
+                    summary["valid"] += int(block.valid.sum())
+                    for stats in block.stats.values():
+                        if "kkt_residual" in stats:
+                            ok = block.valid
+                            summary["kkt"].append(float(np.max(stats["kkt_residual"][ok], initial=0.0)))
+                            summary["ranked"] += stats["ranked_share"][ok].tolist()
+                            summary["at_bound"] += stats["at_bound_share"][ok].tolist()
+                            summary["iterations"] += stats["iterations"][ok].tolist()
+                    bar.update(len(block.ends))
+
+                n_windows = job["n_windows"]
+                bar = progress(total=n_windows, desc=job["desc"], unit="window")
+                with bar:
+                    for a in range(lo, hi, READ_ROWS):
+                        b = min(a + READ_ROWS, hi)
+                        batch = {n: reader[n][a:b] for n in streams}
+                        for i in range(b - a):
+                            imgs = {n: batch[n][i] for n in streams}
+                            for block in engine.push(int(frames[a + i]), bool(valid[a + i]), imgs):
+                                write(block)
+                    for block in engine.finish():
+                        write(block)
+            if summary["windows"] != job["n_windows"]:
+                raise RuntimeError(f"part produced {summary['windows']} windows, planned {job['n_windows']}")
+    return summary
+
+
+@contextlib.contextmanager
+def _blas_threads(n):
+    """Limit BLAS threads in this process (threadpoolctl ships with scikit-learn)."""
+    if not n:
+        yield
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - scikit-learn always brings it
+        yield
+        return
+    with threadpool_limits(limits=int(n)):
+        yield
+
+
+def _run_parts(jobs: list[dict]) -> list[dict]:
+    """Run the parts: in this process when there is one, else one spawned process per part."""
+    if len(jobs) <= 1:
+        return [run_part(job) for job in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # BLAS threads per worker: set before the spawned interpreters import numpy
+    saved = {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    try:
+        for k in saved:
+            os.environ[k] = str(jobs[0]["blas_threads"])
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=len(jobs), mp_context=ctx) as pool:
+            futures = [pool.submit(run_part, job) for job in jobs]
+            return [f.result() for f in futures]
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+# --------------------------------------------------------------------------------------------
+def handler(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from affpipe import rankpool
+    from affpipe.config import section_settings
+    from affpipe.errors import AffpipeError, ConfigError
+    from affpipe.io.h5store import StoreReader, StoreWriter, open_static
+    from affpipe.windows import WindowSpec, dense_validity, window_validity
+
+    settings = section_settings("dynamic", load_settings(args.settings))
+    if args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    keep = settings["keep"]
+    spec = WindowSpec(settings["T"], settings["stride"], settings["hop"])
+    with open_static(args.static) as reader:
+        size = int(reader.h5.attrs["size"])
+        frames = reader.frames.astype(np.int64)
+        valid = reader.valid
+    if frames.size and np.any(np.diff(frames) <= 0):
+        raise AffpipeError("static store's frame indices are not strictly increasing", path=args.static)
+    first, ok = dense_validity(frames, valid)
+    last = first + ok.size - 1
+    ends = spec.ends(first, last)
+    win_ok = window_validity(ok, first, ends, spec, require=settings["require_valid"])
+    n = ends.size
+    skipped = ends[~win_ok]
+    log.info(
+        "dynamic: %s: %d frames (%d with a face), T=%d stride=%d hop=%d (span %d): %d windows, %d skipped "
+        "(a required frame has no face), solver %s, lambda %g, pixel scale %s, keep %s, %d thread(s)",
+        args.static, ok.size, int(ok.sum()), spec.length, spec.stride, spec.hop, spec.span, n, skipped.size,
+        settings["solver"], settings["lambda"], settings["pixel_scale"], ",".join(keep), args.threads,
+    )
+    if n == 0:
+        log.warning("dynamic: %s has %d frames, fewer than one window (%d): the output has no rows",
+                    args.static, ok.size, spec.span)
+    elif skipped.size:
+        listed = ", ".join(map(str, skipped[:MAX_LISTED])) + (" ..." if skipped.size > MAX_LISTED else "")
+        log.info("dynamic: skipped windows (last frame): %s", listed)
+
+    # every part re-reads the (T-1)*stride frames before its first window and costs a process start:
+    # short videos get fewer parts. BLAS stays single-threaded everywhere, so the output does not
+    # depend on --threads (bit for bit)
+    n_parts = max(1, min(args.threads, -(-n // MIN_WINDOWS_PER_PART)))
+    bounds = np.array_split(np.arange(n), n_parts) if n else [np.arange(0)]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    jobs = []
+    for i, idx in enumerate(bounds):
+        if idx.size == 0:
+            continue
+        jobs.append({
+            "static": str(args.static),
+            "part": str(out.with_name(f"{out.name}.part{i}-{os.getpid()}.h5")),
+            "settings": settings,
+            "first_frame": first,
+            "first_end": int(ends[idx[0]]),
+            "last_end": int(ends[idx[-1]]),
+            "n_windows": int(idx.size),
+            "desc": "dynamic" if n_parts == 1 else f"dynamic {i + 1}/{n_parts}",
+            "blas_threads": 1,
+            "configure_logging": n_parts > 1,
+        })
+    parts = [Path(j["part"]) for j in jobs]
+    try:
+        summaries = _run_parts(jobs)
+        ranked = np.array([v for s in summaries for v in s["ranked"]])
+        at_bound = np.array([v for s in summaries for v in s["at_bound"]])
+        iters = np.array([v for s in summaries for v in s["iterations"]])
+        kkt = max((v for s in summaries for v in s["kkt"]), default=float("nan"))
+        pixel_scale = PIXEL_SCALES[settings["pixel_scale"]]
+        attrs = {
+            "size": size,
+            "window_T": spec.length,
+            "window_stride": spec.stride,
+            "window_hop": spec.hop,
+            "window_span": spec.span,
+            "first_frame": first,
+            "frames_before_first_window": min(spec.span - 1, ok.size),
+            "n_windows": n,
+            "n_valid_windows": int(win_ok.sum()),
+            "n_skipped_windows": int(skipped.size),
+            "skipped_window_frames_first": [int(v) for v in skipped[:MAX_LISTED]],
+            "require_valid": settings["require_valid"],
+            "solver": settings["solver"],
+            "lambda": float(settings["lambda"]),
+            "gamma": rankpool.rank_gamma(spec.length),
+            "C": rankpool.rank_gamma(spec.length) / float(settings["lambda"]),
+            "pixel_scale": pixel_scale,
+            "pixel_scale_name": settings["pixel_scale"],
+            "pixel_scale_note": "dynamic images are solutions for pixel values uint8 * pixel_scale",
+            "kkt_tolerance": rankpool.KKT_TOLERANCE,
+            "kkt_residual_max": kkt,
+            "ranked_share_mean": float(ranked.mean()) if ranked.size else float("nan"),
+            "at_bound_share_mean": float(at_bound.mean()) if at_bound.size else float("nan"),
+            "solver_iterations_mean": float(iters.mean()) if iters.size else float("nan"),
+            "storage": settings["storage"],
+            "storage_note": STORAGE_NOTE[settings["storage"]],
+            "mask_tolerance": int(settings["mask_tolerance"]),
+            "threads": args.threads,
+        }
+        specs = dynamic_specs(size, keep=keep, storage=settings["storage"])
+        with StoreWriter(out, specs, stage=DYNAMIC_STAGE, settings=settings, inputs=[args.static], attrs=attrs,
+                         compression=settings["compression"], compression_level=settings["compression_level"]) as writer:
+            for part in parts:
+                with StoreReader(part, stage=DYNAMIC_STAGE) as r:
+                    writer.append_from(r)
+        with StoreReader(out, stage=DYNAMIC_STAGE) as r:
+            if not np.array_equal(r.frames, ends) or not np.array_equal(r.valid, win_ok):
+                raise RuntimeError("dynamic: merged windows differ from the plan (internal error)")
+    finally:
+        for part in parts:
+            with contextlib.suppress(FileNotFoundError):
+                part.unlink()
+    if settings["solver"] == "exact" and np.isfinite(kkt) and kkt > rankpool.KKT_TOLERANCE:
+        log.warning("dynamic: largest KKT residual %.3g exceeds %.1g (numerically degenerate windows)", kkt,
+                    rankpool.KKT_TOLERANCE)
+    log.info(
+        "dynamic: wrote %s: %d windows (%d valid); ranked pairs %.4f, pairs inside the margin %.3f, "
+        "max KKT residual %.2g, %.1f Newton iterations per window",
+        out, n, int(win_ok.sum()), attrs["ranked_share_mean"], attrs["at_bound_share_mean"], kkt,
+        attrs["solver_iterations_mean"],
+    )
+    return 0
