@@ -32,7 +32,7 @@ class VideoInfo:
     height: int
 
 
-def _open(path: str | os.PathLike) -> cv2.VideoCapture:
+def _open(path: str | os.PathLike, *, threads: int | None = None) -> cv2.VideoCapture:
     path = Path(path)
     if not path.exists():
         raise VideoError("video file does not exist", path=path)
@@ -40,7 +40,8 @@ def _open(path: str | os.PathLike) -> cv2.VideoCapture:
         raise VideoError("video path is not a readable file", path=path)
     if path.stat().st_size == 0:
         raise VideoError("video file is empty (0 bytes)", path=path)
-    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG)
+    params = [] if threads is None else [cv2.CAP_PROP_N_THREADS, int(threads)]
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, params)
     if not cap.isOpened():
         raise VideoError("cannot open video: not a video container FFmpeg understands, or corrupt", path=path)
     return cap
@@ -69,8 +70,14 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     return VideoInfo(path=os.fspath(path), fps=fps, n_frames_reported=max(n, 0), width=w, height=h)
 
 
-def iter_frames(path: str | os.PathLike) -> Iterator[tuple[int, float, np.ndarray]]:
+def iter_frames(path: str | os.PathLike, *, threads: int | None = None) -> Iterator[tuple[int, float, np.ndarray]]:
     """Decode a video frame by frame.
+
+    Parameters
+    ----------
+    path : path
+    threads : int, optional
+        FFmpeg decoder threads (``CAP_PROP_N_THREADS``); default: FFmpeg's choice (all cores).
 
     Yields
     ------
@@ -87,7 +94,7 @@ def iter_frames(path: str | os.PathLike) -> Iterator[tuple[int, float, np.ndarra
     VideoError
         If the video cannot be opened, or decodes no frame at all.
     """
-    cap = _open(path)
+    cap = _open(path, threads=threads)
     fps = float(cap.get(cv2.CAP_PROP_FPS)) or 0.0
     i = 0
     try:

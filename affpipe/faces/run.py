@@ -1,0 +1,241 @@
+"""Run the face tracker over one video (streaming decode) and assemble the faces table.
+
+This is the I/O edge of :mod:`affpipe.faces`: it decodes with :func:`affpipe.io.video.iter_frames`
+(one frame in memory at a time, container timestamps), feeds :class:`~affpipe.faces.tracker.FaceTracker`
+and collects one row per decoded frame. Decode anomalies are handled as documented degradations
+recorded in the metadata, or as a :class:`~affpipe.errors.VideoError`:
+
+* fewer frames decode than the container reports, by at most ``max_frame_shortfall``: recorded
+  (``n_frames_reported`` vs ``n_frames_decoded``) and warned; by more: ``VideoError`` (truncated or
+  corrupt file). More frames than reported: recorded and warned.
+* timestamps that do not increase, or frames whose size differs from the container's: warned,
+  counted in ``warnings``.
+* a video without any face: every row ``lost``, a warning, exit status 0.
+* unreadable, empty, non-video or zero-frame files: ``VideoError`` from :mod:`affpipe.io.video`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import queue
+import shlex
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any, Iterator
+
+import cv2
+import numpy as np
+
+from affpipe import __version__
+from affpipe.errors import VideoError
+from affpipe.faces.detectors import make_detector
+from affpipe.faces.landmarks import N_LANDMARKS
+from affpipe.faces.predictor import LandmarkPredictor
+from affpipe.faces.smoothing import smooth_landmarks
+from affpipe.faces.store import FacesTrack
+from affpipe.faces.tracker import LOST, STATUSES, FaceTracker, TrackerSettings
+
+log = logging.getLogger(__name__)
+
+PREFETCH_FRAMES = 8  # decoded frames buffered ahead by the decode thread (threads >= 2)
+
+
+def file_info(path: str | os.PathLike) -> dict[str, Any]:
+    """``{"path", "size", "mtime"}`` of an input file (mtime ISO-8601 UTC)."""
+    st = os.stat(path)
+    mtime = _dt.datetime.fromtimestamp(st.st_mtime, tz=_dt.timezone.utc).isoformat()
+    return {"path": os.fspath(path), "size": int(st.st_size), "mtime": mtime}
+
+
+def _prefetch(frames: Iterator, depth: int) -> Iterator:
+    """Run a frame iterator in a background thread (OpenCV releases the GIL while decoding)."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def worker():
+        try:
+            for item in frames:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    break
+            q.put(done)
+        except BaseException as exc:  # re-raised in the consumer
+            q.put(exc)
+        finally:
+            if hasattr(frames, "close"):
+                frames.close()
+
+    t = threading.Thread(target=worker, name="affpipe-decode", daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while t.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                t.join(timeout=0.05)
+
+
+def track_video(
+    video: str | os.PathLike,
+    settings: dict[str, Any],
+    *,
+    side: str | None = None,
+    threads: int = 1,
+    progress_desc: str | None = "faces",
+) -> FacesTrack:
+    """Track one subject's landmarks through a video.
+
+    Parameters
+    ----------
+    video : path
+        Any container FFmpeg reads.
+    settings : dict
+        Validated ``faces`` settings (``affpipe.config.section_settings("faces", ...)``).
+    side : {"left", "right"}, optional
+        Follow the face on that side (see :func:`affpipe.faces.tracker.choose_face`).
+    threads : int
+        Threads to use: FFmpeg decoder and OpenCV threads; with 2 or more, decoding also runs in a
+        background thread alongside the tracker.
+    progress_desc : str or None
+        Label of the progress bar (None: no progress output).
+
+    Returns
+    -------
+    FacesTrack
+        One row per decoded frame, with the metadata described in :mod:`affpipe.faces.store`.
+
+    Raises
+    ------
+    VideoError
+        Unreadable / empty / non-video / zero-frame file, or more frames missing than
+        ``max_frame_shortfall`` allows.
+    """
+    from affpipe.io.video import iter_frames, probe
+    from affpipe.progress import progress
+
+    threads = max(1, int(threads))
+    cv2.setNumThreads(threads)
+    info = probe(video)
+    tracker_settings = TrackerSettings.from_config(settings)
+    tracker = None  # built once the first frame has decoded (a file that decodes nothing fails fast)
+    log.info("faces: %s (%dx%d, %.3f fps, %d frames reported), detector %s, redetect every %d (%s), side %s",
+             video, info.width, info.height, info.fps, info.n_frames_reported, settings["detector"],
+             settings["redetect_every"], settings["redetect_region"], side or "-")
+
+    times: list[float] = []
+    status: list[str] = []
+    scores: list[float] = []
+    n_faces: list[int] = []
+    reasons: Counter = Counter()
+    cap = max(info.n_frames_reported, 1)
+    bbox = np.full((cap, 4), np.nan, np.float32)
+    points = np.full((cap, N_LANDMARKS, 2), np.nan, np.float32)
+    warnings: list[str] = []
+    bad_size = 0
+    non_increasing = 0
+    last_t = -np.inf
+
+    frames = iter_frames(video, threads=threads)
+    if threads >= 2:
+        frames = _prefetch(frames, PREFETCH_FRAMES)
+    bar = progress(frames, total=info.n_frames_reported or None, desc=progress_desc or "", unit="frame") \
+        if progress_desc else frames
+    for index, t, frame_bgr in bar:
+        if frame_bgr.shape[0] != info.height or frame_bgr.shape[1] != info.width:
+            bad_size += 1
+        if not t > last_t:
+            non_increasing += 1
+        last_t = t
+        if tracker is None:
+            detector = make_detector(settings["detector"], upsample=settings["upsample"],
+                                     threshold=settings["detect_threshold"])
+            tracker = FaceTracker(tracker_settings, detector, LandmarkPredictor(), side=side)
+        res = tracker.update(cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB))
+        if index >= len(bbox):  # more frames than reported: grow
+            bbox = np.concatenate([bbox, np.full_like(bbox, np.nan)])
+            points = np.concatenate([points, np.full_like(points, np.nan)])
+        times.append(t)
+        status.append(res.status)
+        scores.append(res.score)
+        n_faces.append(res.n_faces)
+        if res.status != LOST:
+            bbox[index] = res.box
+            points[index] = res.points
+        else:
+            reasons[res.reason] += 1
+    if progress_desc:
+        bar.close()
+
+    n = len(status)
+    bbox, points = bbox[:n], points[:n]
+    reported = info.n_frames_reported
+    if n < reported:
+        shortfall = (reported - n) / reported
+        msg = f"decoded {n} frames but the container reports {reported} ({reported - n} missing, {shortfall:.1%})"
+        if shortfall > settings["max_frame_shortfall"]:
+            raise VideoError(f"{msg}: truncated or corrupt file", path=video,
+                             hint=f"faces.max_frame_shortfall is {settings['max_frame_shortfall']}")
+        warnings.append(msg)
+    elif n > reported:
+        warnings.append(f"decoded {n} frames but the container reports {reported}")
+    if bad_size:
+        warnings.append(f"{bad_size} frames differ in size from the container's {info.width}x{info.height}")
+    if non_increasing:
+        warnings.append(f"{non_increasing} frames have timestamps that do not increase")
+    status_arr = np.array(status, dtype=str)
+    counts = {s: int(np.count_nonzero(status_arr == s)) for s in STATUSES}
+    if counts[LOST] == n:
+        warnings.append("no face found in any frame: every row is lost")
+    if settings["smoothing_sigma"] > 0:
+        points = smooth_landmarks(points, status_arr != LOST, sigma=settings["smoothing_sigma"]).astype(np.float32)
+    for w in warnings:
+        log.warning("faces: %s: %s", video, w)
+    log.info("faces: %s: %d frames: %s; lost because: %s", video, n,
+             ", ".join(f"{k} {v}" for k, v in counts.items()), dict(reasons) or "-")
+
+    metadata = {
+        "affpipe_version": __version__,
+        "stage": "faces",
+        "settings": settings,
+        "side": side,
+        "video": file_info(video),
+        "width": info.width,
+        "height": info.height,
+        "fps": repr(info.fps),
+        "n_frames_reported": reported,
+        "n_frames_decoded": n,
+        "status_counts": counts,
+        "lost_reasons": dict(sorted(reasons.items())),
+        "warnings": warnings,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "",
+    }
+    return FacesTrack(
+        frame=np.arange(n, dtype=np.int32),
+        time_s=np.array(times, np.float64),
+        status=status_arr,
+        bbox=bbox,
+        score=np.array(scores, np.float32),
+        n_faces=np.array(n_faces, np.int16),
+        points=points,
+        metadata=metadata,
+    )
