@@ -99,3 +99,11 @@ def test_section_settings_fill_defaults_and_reject_unknown_keys():
     assert s["detector"] == "hog"
     with pytest.raises(ConfigError, match="faces"):
         section_settings("faces", {"no_such_key": 1})
+
+
+def test_config_docs_are_generated_from_the_schema():
+    from affpipe.commands.config_docs import render
+
+    doc = ROOT / "docs" / "config.md"
+    assert doc.is_file(), "run `python -m affpipe config-docs -o docs/config.md`"
+    assert doc.read_text() == render(), "docs/config.md is stale: run `python -m affpipe config-docs -o docs/config.md`"

@@ -55,3 +55,73 @@ def test_invalid_config_value_is_named():
     out = res.stdout + res.stderr
     assert res.returncode != 0
     assert "faces.detector" in out, out
+
+
+# A small demo (4 identities, one short video each) that still exercises every rule. The full
+# default demo runs in CI through `make demo`.
+TINY_DEMO = {
+    "identities": ["astronaut", "group_1", "man_video", "woman_video"],
+    "partitions": {"train": ["astronaut", "group_1"], "devel": ["man_video"], "test": ["woman_video"]},
+    "videos_per_identity": 1,
+    "frames_per_video": 60,
+    "frame_width": 192,
+    "frame_height": 192,
+    "preview": False,
+}
+TINY_CONFIG = {
+    "datasets": {
+        "tiny": {
+            "adapter": "csv",
+            "root": "results/tiny/raw",
+            "generated": True,
+            "demo": TINY_DEMO,
+            "static": {"size": 64},
+            "dynamic": {"T": 6},
+        }
+    },
+    "report": {"montages_per_dataset": 2},
+}
+TINY_TARGET = "results/tiny/report/summary.json"
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """Run the workflow once on the tiny demo in a scratch working directory."""
+    work = tmp_path_factory.mktemp("workflow")
+    shutil.copy(ROOT / "workflow_config.yaml", work / "workflow_config.yaml")
+    (work / "tiny.yaml").write_text(json.dumps(TINY_CONFIG))
+    args = [
+        "-s", str(ROOT / "Snakefile"), "--directory", str(work), "--configfile", str(work / "tiny.yaml"),
+        "--cores", "2", TINY_TARGET,
+    ]
+    res = _snakemake(*args, cwd=work, timeout=1200)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    return work, args
+
+
+@pytest.mark.slow
+def test_tiny_demo_end_to_end(tiny_run):
+    work, _ = tiny_run
+    summary = json.loads((work / TINY_TARGET).read_text())
+    assert summary["totals"]["videos"] == 4
+    assert summary["problems"] == []
+    for vid, entry in summary["videos"].items():
+        assert entry["faces"]["frames_decoded"] == 60, vid
+        assert entry["faces"]["lost"] == 0, vid  # a face in every generated frame
+        assert entry["labels"]["labelled_frames"] == 60, vid
+        assert entry["static"]["valid"] == 60, vid
+        # T=6, stride 2: the first full window ends at frame 10, so 50 windows per video
+        assert entry["dynamic"]["rows"] == 50 and entry["dynamic"]["valid"] == 50, vid
+    sheets = sorted((work / "results/tiny/report/faces").glob("*.png"))
+    montages = sorted((work / "results/tiny/report/montages").glob("*.png"))
+    assert len(sheets) == 2 and len(montages) == 2
+    # no temporary files left behind
+    assert not [p for p in (work / "results").rglob("*.tmp-*")]
+
+
+@pytest.mark.slow
+def test_tiny_demo_rerun_is_a_no_op(tiny_run):
+    work, args = tiny_run
+    res = _snakemake(*args, "-n", cwd=work)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "Nothing to be done" in res.stdout + res.stderr
