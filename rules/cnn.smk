@@ -1,0 +1,55 @@
+# Per-frame CNN (DFM paper §4; VGG-16 fc6 features): train on one input representation (sfa, sfs, dfa,
+# dfs, dfm, mdr, or a two-branch pair such as dfa+dfs) with model selection on devel, then extract
+# features and the CNN's own per-frame valence/arousal for every video. Settings: section `cnn`.
+
+
+wildcard_constraints:
+    input=r"[a-z0-9]+(\+[a-z0-9]+)?",
+
+
+rule cnn_train:
+    input:
+        unpack(cnn_train_inputs),
+    output:
+        model="results/{ds}/cnn/{input}/model.pt",
+    params:
+        affpipe=AFFPIPE,
+        settings=cnn_settings_json,
+        stores=cnn_train_store_args,
+        labels=lambda wildcards: f"results/{wildcards.ds}/labels",
+    threads: config["threads"]["cnn"]
+    resources:
+        gpu=cnn_gpus,
+    log:
+        "results/{ds}/logs/cnn_train/{input}.log",
+    benchmark:
+        "results/{ds}/benchmarks/cnn_train/{input}.tsv"
+    conda:
+        ENV
+    shell:
+        "{params.affpipe} cnn-train --input {wildcards.input:q} --manifest {input.manifest} "
+        "--labels {params.labels} {params.stores} --out {output.model} "
+        "--settings {params.settings:q} --threads {threads} 2> {log}"
+
+
+rule cnn_features:
+    input:
+        unpack(cnn_features_inputs),
+    output:
+        features="results/{ds}/features/{input}/{video}.h5",
+    params:
+        affpipe=AFFPIPE,
+        settings=cnn_settings_json,
+        stores=cnn_features_store_args,
+    threads: config["threads"]["cnn_features"]
+    resources:
+        gpu=cnn_gpus,
+    log:
+        "results/{ds}/logs/cnn_features/{input}/{video}.log",
+    benchmark:
+        "results/{ds}/benchmarks/cnn_features/{input}/{video}.tsv"
+    conda:
+        ENV
+    shell:
+        "{params.affpipe} cnn-features --model {input.model} --video {wildcards.video:q} {params.stores} "
+        "--out {output.features} --settings {params.settings:q} --threads {threads} 2> {log}"

@@ -1,0 +1,152 @@
+"""Training (learns, selects on devel, resumes exactly), model.pt, and the two CLI commands end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from affpipe.cli import main
+from affpipe.cnn.data import VideoStores, build_index
+from affpipe.cnn.inputs import parse_input
+from affpipe.cnn.train import ccc, load_model, select_data, train_model
+from affpipe.config import section_settings
+from affpipe.errors import AffpipeError
+from affpipe.io.h5store import StoreReader
+
+import cnn_synth
+
+torch.set_num_threads(1)
+
+FAST = {"backbone": "small", "optimizer": "adam", "lr": 0.003, "batch_size": 16, "epochs": 4, "patience": None,
+        "loader_workers": 0}
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cnntrain")
+    cnn_synth.write_dataset(root, partitions=(("train", 4), ("devel", 2), ("test", 1)), n=40, size=32)
+    return root
+
+
+def data_for(root, name, settings, parts=("train", "devel")):
+    spec = parse_input(name, mdr_levels=settings["mdr_levels"])
+    videos = []
+    for part in parts:
+        for v in sorted(p.stem for p in (root / "labels").glob(f"{part}_*.parquet")):
+            videos.append(VideoStores(v, {s: root / s / f"{v}.h5" for s in spec.stores}, root / "labels" / f"{v}.parquet", part))
+    return spec, select_data(build_index(videos, spec), settings)
+
+
+def test_ccc_matches_definition():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=100), rng.normal(size=100)
+    ref = 2 * np.cov(x, y, ddof=0)[0, 1] / (x.var() + y.var() + (x.mean() - y.mean()) ** 2)
+    assert ccc(x, y) == pytest.approx(ref)
+    assert ccc(x, x) == pytest.approx(1.0)
+    assert ccc(x, x + 1) < 1.0
+
+
+def test_training_learns_and_resumes_exactly(root, tmp_path):
+    settings = section_settings("cnn", FAST)
+    spec, data = data_for(root, "dfm", settings)
+    full = train_model(spec, data, settings, out=tmp_path / "a" / "model.pt")
+    assert full["epochs_run"] == 4 and full["devel_score"]["ccc_mean"] > 0.5
+    assert full["devel_score"]["ccc_mean"] == max(h["devel_ccc_mean"] for h in full["history"])
+    # model.pt is plain tensors + plain metadata: loads with weights_only=True
+    obj = torch.load(tmp_path / "a" / "model.pt", weights_only=True)
+    assert obj["metadata"]["backbone"] == "small" and obj["metadata"]["input"] == "dfm"
+    assert obj["metadata"]["channels"] == [3] and obj["metadata"]["scaling"]["dynamic_scaling"] == "maxabs"
+    json.dumps(obj["metadata"])
+
+    # interrupted after 2 epochs, then re-run with 4: continues and ends with the same weights
+    part = section_settings("cnn", {**FAST, "epochs": 2})
+    out_b = tmp_path / "b" / "model.pt"
+    assert train_model(spec, data, part, out=out_b)["epochs_run"] == 2
+    out_b.unlink()
+    resumed = train_model(spec, data, settings, out=out_b)
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3, 4]
+    sa = torch.load(tmp_path / "a" / "model.pt", weights_only=True)["state_dict"]
+    sb = torch.load(out_b, weights_only=True)["state_dict"]
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+    # other settings: the checkpoint is not reused
+    other = train_model(spec, data, section_settings("cnn", {**FAST, "epochs": 1, "lr": 0.001}), out=out_b)
+    assert other["epochs_run"] == 1
+
+
+def test_no_train_frames_is_an_error(root, tmp_path):
+    settings = section_settings("cnn", FAST)
+    spec, data = data_for(root, "dfm", settings, parts=("devel",))
+    with pytest.raises(AffpipeError, match="no labelled train frames with a valid dfm image"):
+        train_model(spec, data, settings, out=tmp_path / "model.pt")
+
+
+def run(argv):
+    assert main([str(a) for a in argv]) == 0
+
+
+def test_cli_two_branch_train_and_features(root, tmp_path):
+    settings = json.dumps({**FAST, "epochs": 2, "feature_dtype": "float16"})
+    model = tmp_path / "cnn" / "dfa+dfs" / "model.pt"
+    run(["cnn-train", "--input", "dfa+dfs", "--manifest", root / "manifest.parquet", "--labels", root / "labels",
+         "--dynamic", root / "dynamic", "--out", model, "--settings", settings])
+    net, meta = load_model(model)
+    assert meta["channels"] == [3, 3] and meta["num_features"] == 512 and meta["train_videos"] == [f"train_{i}" for i in range(4)]
+    out = tmp_path / "features" / "test_0.h5"
+    run(["cnn-features", "--model", model, "--dynamic", root / "dynamic" / "test_0.h5", "--out", out, "--settings", settings])
+    with StoreReader(out, stage="features") as r, StoreReader(root / "dynamic" / "test_0.h5") as d:
+        assert np.array_equal(r.frames, d.frames) and np.array_equal(r.valid, d.valid)
+        feats, pred = r["features"][:], r["pred"][:]
+        assert feats.dtype == np.float16 and feats.shape == (d.n_rows, 512) and pred.dtype == np.float32
+        assert np.isnan(feats[~r.valid]).all() and np.isnan(pred[~r.valid]).all()
+        assert np.isfinite(feats[r.valid]).all() and np.isfinite(pred[r.valid]).all()
+        assert r.h5.attrs["model_input"] == "dfa+dfs" and r.settings["backbone"] == "small"
+        # the stored prediction is the network's output on that row
+        row = int(np.flatnonzero(r.valid)[0])
+        from affpipe.cnn.inputs import to_unit
+
+        xs = [torch.from_numpy((to_unit(d.read_image(n, row), real=True).transpose(2, 0, 1)[None] - 0.5) / 0.5)
+              for n in ("dfa", "dfs")]
+        with torch.no_grad():
+            f = net.forward_features(xs)
+            assert torch.allclose(net.forward_head(f)[0], torch.from_numpy(pred[row]), atol=1e-5)
+        assert np.allclose(feats[row], f[0].numpy(), rtol=2e-3, atol=1e-3)  # float16 storage
+
+
+def test_cli_mdr_and_clear_errors(root, tmp_path, capsys):
+    settings = json.dumps({**FAST, "epochs": 1})
+    model = tmp_path / "mdr" / "model.pt"
+    run(["cnn-train", "--input", "mdr", "--manifest", root / "manifest.parquet", "--labels", root / "labels",
+         "--static", root / "static", "--dr", root / "dr", "--out", model, "--settings", settings])
+    out = tmp_path / "f.h5"
+    run(["cnn-features", "--model", model, "--static", root / "static" / "test_0.h5", "--dr", root / "dr" / "test_0.h5",
+         "--out", out])
+    with StoreReader(out) as r:
+        assert r.n_rows == 40 and r.valid.sum() == 38 and r["features"].dtype == np.float32
+    # missing store argument, settings typo, not a model file
+    assert main(["cnn-features", "--model", str(model), "--static", str(root / "static" / "test_0.h5"), "--out", str(out)]) == 2
+    assert "needs the dr stores: pass --dr" in capsys.readouterr().err
+    assert main(["cnn-train", "--input", "dfm", "--manifest", str(root / "manifest.parquet"), "--labels", str(root / "labels"),
+                 "--dynamic", str(root / "dynamic"), "--out", str(model), "--settings", '{"backbone": "vgg19"}']) == 2
+    assert "cnn.backbone" in capsys.readouterr().err
+    assert main(["cnn-features", "--model", str(root / "manifest.parquet"), "--dynamic", str(root / "dynamic" / "test_0.h5"),
+                 "--out", str(out)]) == 2
+    assert "manifest.parquet: cannot load the CNN model" in capsys.readouterr().err
+
+
+def test_random_shift_translates_both_branches_alike():
+    from affpipe.cnn.train import random_shift
+
+    x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).reshape(2, 3, 8, 8)
+    a, b = random_shift([x, x + 1000], 2, generator=torch.Generator().manual_seed(0))
+    assert a.shape == x.shape and torch.equal(b, a + 1000)
+    padded = torch.nn.functional.pad(x, (2,) * 4, mode="replicate")
+    for i in range(2):
+        hits = [(dy, dx) for dy in range(5) for dx in range(5) if torch.equal(a[i], padded[i, :, dy:dy + 8, dx:dx + 8])]
+        assert len(hits) == 1
+    again = random_shift([x], 2, generator=torch.Generator().manual_seed(0))[0]
+    assert torch.equal(again, a)
