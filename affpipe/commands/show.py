@@ -86,7 +86,7 @@ class Panel:
     shape: tuple[int, int] = (1, 1)  # (H, W) of the stored images, so message panels match in size
 
 
-def display_image(img: np.ndarray, *, value_range=None, quantized: bool = False) -> tuple[np.ndarray, str]:
+def display_image(img: np.ndarray, *, value_range=None, quantized: bool = False, signed: bool = False) -> tuple[np.ndarray, str]:
     """Map a stored image to a displayable float image in [0, 1].
 
     Parameters
@@ -97,6 +97,9 @@ def display_image(img: np.ndarray, *, value_range=None, quantized: bool = False)
         The dataset's ``value_range`` attribute.
     quantized : bool
         True if ``img`` was decoded from uint8 + scale/offset (real-valued).
+    signed : bool
+        Real values whose sign matters (dataset attribute ``display="signed"``, e.g. DRs): mapped
+        symmetrically, ``[-m, m] -> [0, 1]`` with ``m = max |value|``, so 0 is mid-grey.
 
     Returns
     -------
@@ -120,6 +123,11 @@ def display_image(img: np.ndarray, *, value_range=None, quantized: bool = False)
     finite = np.isfinite(xf)
     if not finite.any():
         return np.zeros(xf.shape), "no finite value"
+    if signed:
+        m = float(np.abs(xf[finite]).max())
+        if m == 0:
+            return np.full(xf.shape, 0.5), "constant 0 (grey)"
+        return np.where(finite, 0.5 + 0.5 * xf / m, 0.5), f"signed ±{m:.3g} (0 = grey)"
     lo, hi = float(xf[finite].min()), float(xf[finite].max())
     if hi == lo:
         return np.zeros(xf.shape), f"constant {lo:.4g}"
@@ -160,7 +168,8 @@ def collect_panels(path: Path, frame: int, *, landmarks: bool = False) -> tuple[
                 panels.append(Panel(title=name, subtitle=stem, message=reason, shape=tuple(ds.shape[1:3])))
                 continue
             quantized = "scale_dataset" in ds.attrs or "offset_dataset" in ds.attrs
-            img, note = display_image(r.read_image(name, row), value_range=ds.attrs.get("value_range"), quantized=quantized)
+            img, note = display_image(r.read_image(name, row), value_range=ds.attrs.get("value_range"), quantized=quantized,
+                                      signed=ds.attrs.get("display") == "signed")
             if ds.attrs.get("channel_order") == "BGR" and img.ndim == 3:
                 img = img[..., ::-1]
             panels.append(Panel(title=name, subtitle=f"{stem}\n{note}", image=img,
