@@ -18,6 +18,7 @@ include: "rules/datasets.smk"
 include: "rules/faces.smk"
 include: "rules/static.smk"
 include: "rules/dynamic.smk"
+include: "rules/dr.smk"
 include: "rules/report.smk"
 
 
@@ -25,3 +26,4 @@ rule all:
     default_target: True
     input:
         "results/demo/report/summary.json",
+        "results/demo/dr/ranking.json",

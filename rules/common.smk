@@ -35,7 +35,7 @@ def _affpipe_command():
 
 
 AFFPIPE = _affpipe_command()
-STAGE_SECTIONS = ("faces", "static", "dynamic", "demo")
+STAGE_SECTIONS = ("faces", "static", "dynamic", "dr", "demo")
 
 
 wildcard_constraints:
@@ -185,3 +185,238 @@ def report_pictures(wildcards):
         "sheets": [f"results/{wildcards.ds}/report/faces/{v}.png" for v in vids],
         "montages": [f"results/{wildcards.ds}/report/montages/{v}.png" for v in vids],
     }
+
+
+# --- cnn ---
+CNN_TRAIN_PARTITIONS = ("train", "devel")
+
+
+def cnn_settings_json(wildcards):
+    return _json(stage_settings("cnn", wildcards.ds))
+
+
+def cnn_spec(wildcards):
+    """The parsed `{input}` wildcard (branches and the stores they read)."""
+    from affpipe.cnn.inputs import parse_input
+
+    try:
+        return parse_input(wildcards.input, mdr_levels=stage_settings("cnn", wildcards.ds)["mdr_levels"])
+    except AffpipeError as err:
+        raise WorkflowError(f"{err} (in results/{wildcards.ds}/.../{wildcards.input})") from None
+
+
+def _cnn_store_file(ds, store, video):
+    from affpipe.cnn.inputs import STORE_DIRS
+
+    return f"results/{ds}/{STORE_DIRS[store]}/{video}.h5"
+
+
+def cnn_train_inputs(wildcards):
+    """Manifest, labels and the input's stores of every train and devel video."""
+    spec = cnn_spec(wildcards)
+    ds = wildcards.ds
+    rows = manifest_rows(ds)
+    vids = sorted(v for v, row in rows.items() if row["partition"] in CNN_TRAIN_PARTITIONS)
+    out = {"manifest": manifest_path(wildcards), "labels": [f"results/{ds}/labels/{v}.parquet" for v in vids]}
+    for store in spec.stores:
+        out[store] = [_cnn_store_file(ds, store, v) for v in vids]
+    return out
+
+
+def cnn_train_store_args(wildcards):
+    """`--static DIR --dynamic DIR --dr DIR` as the input needs them."""
+    from affpipe.cnn.inputs import STORE_DIRS
+
+    return " ".join(f"--{s} results/{wildcards.ds}/{STORE_DIRS[s]}" for s in cnn_spec(wildcards).stores)
+
+
+def cnn_features_inputs(wildcards):
+    """The trained model and the video's stores the input reads."""
+    out = {"model": f"results/{wildcards.ds}/cnn/{wildcards.input}/model.pt"}
+    for store in cnn_spec(wildcards).stores:
+        out[store] = _cnn_store_file(wildcards.ds, store, wildcards.video)
+    return out
+
+
+def cnn_features_store_args(wildcards):
+    """`--dynamic FILE` etc. for one video."""
+    return " ".join(
+        f"--{s} {shlex.quote(_cnn_store_file(wildcards.ds, s, wildcards.video))}" for s in cnn_spec(wildcards).stores
+    )
+
+
+def cnn_feature_files(ds, input_name):
+    """Every video's features file of one input (for the sequence-regression rules)."""
+    return [f"results/{ds}/features/{input_name}/{v}.h5" for v in video_ids(ds)]
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_available():
+    try:
+        import torch
+    except ImportError:
+        return False
+    return bool(torch.cuda.is_available())
+
+
+def cnn_gpus(wildcards):
+    """`resources: gpu` of the CNN rules: 1 when they will run on CUDA (cnn.device cuda, or auto with a GPU here)."""
+    device = stage_settings("cnn", wildcards.ds)["device"]
+    return 1 if device == "cuda" or (device == "auto" and _cuda_available()) else 0
+
+
+# --- regression ---
+def experiments_settings(ds):
+    """The validated `experiments` section for dataset `ds` (global, then `datasets.<ds>.experiments` by name)."""
+    return stage_settings("experiments", ds)
+
+
+def enabled_experiments(ds):
+    """Names of the experiments run and scored for `ds`, in config order."""
+    names = [name for name, entry in experiments_settings(ds).items() if entry["enabled"]]
+    if not names:
+        raise WorkflowError(f"no experiment is enabled for dataset `{ds}` (config keys `experiments` and "
+                            f"`datasets.{ds}.experiments`)")
+    return names
+
+
+def experiment_entry(wildcards):
+    """`experiments.<experiment>` for this dataset, or a clear error naming the configured ones."""
+    exps = experiments_settings(wildcards.ds)
+    name = wildcards.experiment
+    if name not in exps:
+        known = ", ".join(exps) or "none"
+        raise WorkflowError(f"experiment `{name}` is not configured (config key `experiments.{name}`); "
+                            f"configured: {known}")
+    if not exps[name]["enabled"]:
+        raise WorkflowError(f"experiment `{name}` is disabled for dataset `{wildcards.ds}` "
+                            f"(`datasets.{wildcards.ds}.experiments.{name}.enabled`)")
+    return exps[name]
+
+
+def regression_settings(wildcards):
+    """`regression` settings of one experiment: global, `datasets.<ds>.regression`, then
+    `experiments.<experiment>.regression`, merged per top-level key and validated."""
+    merged = dict(config.get("regression", {}))
+    merged.update(dataset_entry(wildcards.ds).get("regression") or {})
+    merged.update(experiment_entry(wildcards)["regression"])
+    try:
+        return section_settings("regression", merged)
+    except AffpipeError as err:
+        raise WorkflowError(f"{err} (dataset `{wildcards.ds}`, experiment `{wildcards.experiment}`)") from None
+
+
+def regression_settings_json(wildcards):
+    return _json(regression_settings(wildcards))
+
+
+def _features_dir(ds, input_name):
+    return f"results/{ds}/features/{input_name}"
+
+
+def regress_labels(wildcards):
+    """Every video's labels file (the experiment predicts every video)."""
+    return [f"results/{wildcards.ds}/labels/{v}.parquet" for v in video_ids(wildcards.ds)]
+
+
+def regress_features(wildcards):
+    """Every video's features store of the experiment's input."""
+    folder = _features_dir(wildcards.ds, experiment_entry(wildcards)["input"])
+    return [f"{folder}/{v}.h5" for v in video_ids(wildcards.ds)]
+
+
+def regress_args(wildcards):
+    """`--input --regressor --experiment --features [--label] [--backbone]` of one experiment."""
+    entry = experiment_entry(wildcards)
+    args = ["--input", entry["input"], "--regressor", entry["regressor"], "--experiment", wildcards.experiment,
+            "--features", _features_dir(wildcards.ds, entry["input"])]
+    if entry["label"]:
+        args += ["--label", entry["label"]]
+    if entry["backbone"]:
+        args += ["--backbone", entry["backbone"]]
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def regress_gpus(wildcards):
+    """`resources: gpu` of `regress`: 1 when a trained regressor runs on CUDA."""
+    if experiment_entry(wildcards)["regressor"] in ("cnn", "none"):
+        return 0
+    device = regression_settings(wildcards)["device"]
+    return 1 if device.startswith("cuda") or (device == "auto" and _cuda_available()) else 0
+
+
+def evaluate_settings_json(wildcards):
+    return _json(stage_settings("evaluate", wildcards.ds))
+
+
+def _predictions_file(ds, name):
+    return f"results/{ds}/experiments/{name}/predictions.parquet"
+
+
+def evaluate_predictions(wildcards):
+    """predictions.parquet of every enabled experiment, in config order."""
+    return [_predictions_file(wildcards.ds, name) for name in enabled_experiments(wildcards.ds)]
+
+
+def evaluate_predictions_args(wildcards):
+    """`NAME=PATH ...` of every enabled experiment, in config order."""
+    ds = wildcards.ds
+    return " ".join(shlex.quote(f"{name}={_predictions_file(ds, name)}") for name in enabled_experiments(ds))
+
+
+# --- dr ---
+def dr_settings(ds):
+    """The validated `dr` section for dataset `ds` (global, then `datasets.<ds>.dr`)."""
+    return stage_settings("dr", ds)
+
+
+def dr_settings_json(wildcards):
+    return _json(dr_settings(wildcards.ds))
+
+
+#: `dr` keys that do not change a trained model: left out of dr_train's params, so that changing them
+#: does not retrain the models
+DR_NOT_TRAINING = ("source", "levels", "rank_partitions", "rank_windows_per_video", "ranksvm_lambda",
+                   "infer_batch_size", "storage", "compression", "compression_level")
+
+
+def dr_train_settings_json(wildcards):
+    return _json({k: v for k, v in dr_settings(wildcards.ds).items() if k not in DR_NOT_TRAINING})
+
+
+def dr_source(ds):
+    """Dataset whose DR models dataset `ds` uses (`dr.source`, default itself); must be configured."""
+    src = dr_settings(ds)["source"] or ds
+    dataset_entry(src)  # a clear error when the source dataset is not configured
+    return src
+
+
+def dr_models(wildcards):
+    """The DR model files of every configured level, in MDR channel order."""
+    src = dr_source(wildcards.ds)
+    return [f"results/{src}/dr/model_T{t}.pt" for t in dr_settings(wildcards.ds)["levels"]]
+
+
+def dr_train_static(wildcards):
+    """Static stores of the videos a DR training reads: train partition plus `dr.val_partitions`."""
+    parts = {"train", *dr_settings(wildcards.ds)["val_partitions"]}
+    rows = manifest_rows(wildcards.ds)
+    vids = [v for v in sorted(rows) if rows[v]["partition"] in parts]
+    if not any(rows[v]["partition"] == "train" for v in vids):
+        raise WorkflowError(f"dataset `{wildcards.ds}` has no video in the train partition to train DR models on "
+                            f"(set `datasets.<name>.dr.source` to a dataset that has one)")
+    return [f"results/{wildcards.ds}/static/{v}.h5" for v in vids]
+
+
+def dr_rank_static(wildcards):
+    """Static stores the ranking evaluation may read (`dr.rank_partitions`, default every video; the
+    command itself leaves out the models' training videos)."""
+    parts = dr_settings(wildcards.ds)["rank_partitions"]
+    rows = manifest_rows(wildcards.ds)
+    return [f"results/{wildcards.ds}/static/{v}.h5" for v in sorted(rows) if parts is None or rows[v]["partition"] in parts]
+
+
+def dr_gpus(wildcards):
+    """`resources: gpu` of the DR rules: 1 when they will run on CUDA (dr.device cuda, or auto with a GPU here)."""
+    device = dr_settings(wildcards.ds)["device"]
+    return 1 if device == "cuda" or (device == "auto" and _cuda_available()) else 0

@@ -77,11 +77,15 @@ TINY_CONFIG = {
             "demo": TINY_DEMO,
             "static": {"size": 64},
             "dynamic": {"T": 6},
+            # a very small UNet: this checks the DR rules run end to end, not its accuracy
+            "dr": {"width": 4, "depth": 2, "epochs": 1, "windows_per_epoch": 32, "val_windows": 16,
+                   "rank_windows_per_video": 10, "theta_calibration_windows": 32},
         }
     },
     "report": {"montages_per_dataset": 2},
 }
 TINY_TARGET = "results/tiny/report/summary.json"
+TINY_DR = "results/tiny/dr/ranking.json"
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +96,7 @@ def tiny_run(tmp_path_factory):
     (work / "tiny.yaml").write_text(json.dumps(TINY_CONFIG))
     args = [
         "-s", str(ROOT / "Snakefile"), "--directory", str(work), "--configfile", str(work / "tiny.yaml"),
-        "--cores", "2", TINY_TARGET,
+        "--cores", "2", TINY_TARGET, TINY_DR,
     ]
     res = _snakemake(*args, cwd=work, timeout=1200)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
@@ -115,6 +119,15 @@ def test_tiny_demo_end_to_end(tiny_run):
     sheets = sorted((work / "results/tiny/report/faces").glob("*.png"))
     montages = sorted((work / "results/tiny/report/montages").glob("*.png"))
     assert len(sheets) == 2 and len(montages) == 2
+    # DR models trained on the train identities, ranking scored on the unseen ones
+    ranking = json.loads((work / TINY_DR).read_text())
+    assert set(ranking["levels"]) == {"T3", "T5"}
+    for level in ranking["levels"].values():
+        for key in ("dr", "ranksvm_upper_bound", "similarity_baseline"):
+            assert 0.0 <= level[key]["accuracy"] <= 1.0, key
+            assert level[key]["pairs"] > 0, key
+    scored = {v["video"] for v in ranking["videos"]}
+    assert scored == {"man_video_01", "woman_video_01"}  # never the training videos
     # no temporary files left behind
     assert not [p for p in (work / "results").rglob("*.tmp-*")]
 
