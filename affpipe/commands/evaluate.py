@@ -1,0 +1,158 @@
+"""``affpipe evaluate``: score every experiment's predictions -> ``results/{ds}/ccc.json``.
+
+CCC (population; also the AVEC-script variant), PCC and MSE per experiment, partition and dimension,
+concatenated over videos and averaged over videos, with the number of videos and frames and the
+share of filled frames (see :mod:`affpipe.evaluate`). Checks that every manifest video is predicted
+in its partition, that every frame has a finite prediction, and that all experiments were scored
+against the same labels.
+
+Example::
+
+    python -m affpipe evaluate --manifest results/demo/manifest.parquet \\
+        --predictions dfm_bgru=results/demo/experiments/dfm_bgru/predictions.parquet \\
+                      sfa_bgru=results/demo/experiments/sfa_bgru/predictions.parquet \\
+        --out results/demo/ccc.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from affpipe.commands._common import add_settings_arg, load_settings
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="score the experiments' predictions (CCC, PCC, MSE; both aggregations) -> ccc.json",
+        description="Score each experiment's predictions.parquet per partition and dimension and write one "
+        "self-describing JSON file (metric definitions, aggregations, config hash, affpipe version).",
+    )
+    p.add_argument("--predictions", required=True, nargs="+", metavar="NAME=PARQUET",
+                   help="experiment name and its predictions.parquet, in report order")
+    p.add_argument("--manifest", type=Path, default=None,
+                   help="results/DS/manifest.parquet: check that every video is predicted in its partition")
+    p.add_argument("--dataset", default=None, help="dataset name recorded in the output (default: the manifest's)")
+    p.add_argument("--out", required=True, type=Path, help="ccc.json (written atomically)")
+    add_settings_arg(p, what="evaluate-stage")
+    p.set_defaults(func=handler)
+
+
+def parse_pairs(values: list[str]) -> list[tuple[str, Path]]:
+    """``NAME=PATH`` arguments -> [(name, path)]; errors name the bad argument."""
+    from affpipe.errors import ConfigError
+
+    out: list[tuple[str, Path]] = []
+    for v in values:
+        name, sep, path = v.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"--predictions expects NAME=PATH, got {v!r}")
+        if name in {n for n, _ in out}:
+            raise ConfigError(f"--predictions names experiment {name!r} twice")
+        out.append((name, Path(path)))
+    return out
+
+
+def read_predictions(path: Path, name: str):
+    """Read one ``predictions.parquet`` into :class:`affpipe.evaluate.ExperimentPredictions` (checked)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from affpipe.errors import AffpipeError
+    from affpipe.evaluate import PREDICTION_COLUMNS, ExperimentPredictions, PredictionsError, check_predictions
+    from affpipe.regress.models import OUTPUT_DIMENSIONS
+
+    try:
+        table = pq.read_table(path)
+    except FileNotFoundError:
+        raise AffpipeError("predictions file does not exist (run `affpipe regress` first)", path=path) from None
+    except (OSError, ValueError) as exc:
+        raise AffpipeError(f"cannot read the predictions ({exc})", path=path) from None
+    missing = [c for c in PREDICTION_COLUMNS if c not in table.column_names]
+    if missing:
+        raise AffpipeError(f"predictions lack column(s) {', '.join(missing)}", path=path)
+    meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items() if k != b"ARROW:schema"}
+    table = table.sort_by([("video", "ascending"), ("frame", "ascending")])
+    col = lambda c: table[c].to_numpy(zero_copy_only=False)  # noqa: E731
+    p = ExperimentPredictions(
+        name=name,
+        video=col("video").astype(object),
+        partition=col("partition").astype(object),
+        frame=col("frame").astype(np.int64),
+        pred=np.stack([col(f"{d}_pred").astype(np.float64) for d in OUTPUT_DIMENSIONS], axis=1),
+        true=np.stack([col(f"{d}_true").astype(np.float64) for d in OUTPUT_DIMENSIONS], axis=1),
+        filled=col("filled").astype(bool),
+        meta=meta,
+        source=str(path),
+        time_s=col("time_s").astype(np.float64) if "time_s" in table.column_names else None,
+    )
+    try:
+        check_predictions(p)
+    except PredictionsError as exc:
+        raise AffpipeError(str(exc), path=path) from None
+    return p
+
+
+def check_against_manifest(p, manifest: Path) -> str | None:
+    """Every manifest video predicted, in its partition, and nothing else; returns the dataset name."""
+    from affpipe.errors import AffpipeError
+    from affpipe.regress.data import read_manifest
+
+    rows = read_manifest(manifest)
+    want = {r["video"]: r["partition"] for r in rows}
+    got = {}
+    for v, part in zip(p.video, p.partition):
+        got.setdefault(v, part)
+    missing = sorted(set(want) - set(got))
+    extra = sorted(set(got) - set(want))
+    if missing or extra:
+        what = []
+        if missing:
+            what.append(f"{len(missing)} manifest video(s) missing (e.g. {missing[0]})")
+        if extra:
+            what.append(f"{len(extra)} video(s) not in the manifest (e.g. {extra[0]})")
+        raise AffpipeError("predictions do not match the manifest: " + "; ".join(what), path=p.source,
+                           hint="re-run `affpipe regress` for this experiment")
+    moved = sorted(v for v in want if got[v] != want[v])
+    if moved:
+        raise AffpipeError(f"video {moved[0]} is {got[moved[0]]} here but {want[moved[0]]} in {manifest}"
+                           f"{f' ({len(moved)} videos differ)' if len(moved) > 1 else ''}", path=p.source)
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(manifest).metadata or {}
+    return meta.get(b"dataset", b"").decode() or None
+
+
+def handler(args: argparse.Namespace) -> int:
+    import json
+
+    from affpipe.config import section_settings
+    from affpipe.errors import AffpipeError
+    from affpipe.evaluate import build_report, compare_labels
+    from affpipe.io.atomic import write_text
+
+    settings = section_settings("evaluate", load_settings(args.settings))
+    pairs = parse_pairs(args.predictions)
+    preds = [read_predictions(path, name) for name, path in pairs]
+    dataset = args.dataset
+    for p in preds:
+        if args.manifest is not None:
+            dataset = dataset or check_against_manifest(p, args.manifest)
+    for p in preds[1:]:
+        diff = compare_labels(preds[0], p)
+        if diff is not None:
+            raise AffpipeError(f"covers {diff} than {preds[0].source}: the experiments were not run on the same "
+                               "labels", path=p.source, hint="re-run `affpipe regress` for the stale experiment")
+    report = build_report(preds, partitions=settings["partitions"], settings=settings, dataset=dataset)
+    write_text(json.dumps(report, indent=2) + "\n", args.out)
+    for name, parts in report["summary"]["ccc"].items():
+        text = "; ".join(
+            f"{part} " + ", ".join(f"{d} {v:.3f}" if v is not None else f"{d} n/a" for d, v in dims.items())
+            for part, dims in parts.items()
+        )
+        log.info("%s CCC (concatenated): %s", name, text)
+    return 0

@@ -1,0 +1,246 @@
+"""Scores of every experiment: the content of ``results/{ds}/ccc.json``.
+
+Input: each experiment's ``predictions.parquet`` (columns in :mod:`affpipe.regress.experiment`:
+video, partition, frame, time_s, <dim>_pred, <dim>_true, filled). Output: one self-describing dict,
+per experiment, partition and dimension:
+
+* ``concatenated``: CCC, AVEC-script CCC, PCC, MSE over all labelled frames of the partition's videos
+  concatenated, plus the means and standard deviations of predictions and labels (a collapsed,
+  constant prediction shows as ``pred_std`` ~ 0 and CCC ~ 0);
+* ``per_video_mean``: the same metrics per video, averaged over videos (videos where a metric is
+  undefined, e.g. PCC on a video with constant labels, are left out and counted);
+* counts: videos, frames, labelled frames, and the share of scored frames whose prediction was
+  *filled* (no feature at that frame, see :mod:`affpipe.regress.fill`).
+
+Only labelled frames (label not NaN) are scored, per dimension. A partition without any labelled
+frame (e.g. SEMAINE's test set, whose labels are not distributed) is listed with ``scored: false``.
+Predictions are never dropped: every frame has a finite prediction, which is checked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from affpipe import metrics
+from affpipe.regress.models import OUTPUT_DIMENSIONS
+
+CCC_FORMAT = "affpipe-ccc"
+CCC_FORMAT_VERSION = 1
+PARTITIONS = ("train", "devel", "test")
+PREDICTION_COLUMNS = ("video", "partition", "frame", "filled") + tuple(
+    f"{d}_{k}" for d in OUTPUT_DIMENSIONS for k in ("pred", "true")
+)
+
+
+@dataclass
+class ExperimentPredictions:
+    """One experiment's predictions as arrays (rows sorted by video, then frame)."""
+
+    name: str
+    video: np.ndarray  # (n,) object (str)
+    partition: np.ndarray  # (n,) object (str)
+    frame: np.ndarray  # (n,) int64
+    pred: np.ndarray  # (n, 2) float64
+    true: np.ndarray  # (n, 2) float64, NaN = unlabelled
+    filled: np.ndarray  # (n,) bool
+    meta: dict[str, str] = field(default_factory=dict)
+    source: str = ""
+    time_s: np.ndarray | None = None
+
+    def videos(self) -> list[str]:
+        return list(dict.fromkeys(self.video.tolist()))
+
+
+class PredictionsError(ValueError):
+    """Malformed predictions (the caller adds the file name)."""
+
+
+def check_predictions(p: ExperimentPredictions) -> None:
+    """Structural checks: shapes, known partitions, finite predictions, unique (video, frame).
+
+    Raises
+    ------
+    PredictionsError
+    """
+    n = p.video.shape[0]
+    for name in ("partition", "frame", "filled"):
+        if getattr(p, name).shape[0] != n:
+            raise PredictionsError(f"column {name} has {getattr(p, name).shape[0]} rows, video has {n}")
+    if p.pred.shape != (n, 2) or p.true.shape != (n, 2):
+        raise PredictionsError(f"predictions/labels must be ({n}, 2), got {p.pred.shape} and {p.true.shape}")
+    bad = sorted(set(p.partition.tolist()) - set(PARTITIONS))
+    if bad:
+        raise PredictionsError(f"unknown partition(s) {', '.join(map(str, bad))}")
+    if not np.all(np.isfinite(p.pred)):
+        rows = np.flatnonzero(~np.all(np.isfinite(p.pred), axis=1))
+        ex = ", ".join(f"{p.video[i]}:{p.frame[i]}" for i in rows[:5])
+        raise PredictionsError(f"{rows.size} frames have no finite prediction (e.g. {ex}); every frame needs one")
+    if np.isinf(p.true).any():
+        raise PredictionsError("labels hold infinite values")
+    key = np.rec.fromarrays([p.video.astype(str), p.frame])
+    if np.unique(key).shape[0] != n:
+        raise PredictionsError("duplicate (video, frame) rows")
+    for vid in p.videos():
+        parts = set(p.partition[p.video == vid].tolist())
+        if len(parts) != 1:
+            raise PredictionsError(f"video {vid} is in several partitions ({', '.join(sorted(parts))})")
+
+
+def _describe(x: np.ndarray) -> dict[str, float]:
+    return {"mean": float(x.mean()), "std": float(x.std())}
+
+
+def score_partition(p: ExperimentPredictions, partition: str) -> dict[str, Any]:
+    """Scores of one experiment on one partition (see the module docstring).
+
+    Returns
+    -------
+    dict
+        ``scored``, ``videos``, ``frames``, ``filled_frames``, ``filled_share``,
+        ``videos_without_features`` and per dimension ``labelled_frames``, ``filled_share``
+        (among the labelled frames), ``concatenated`` and ``per_video_mean``.
+    """
+    sel = p.partition == partition
+    vids = list(dict.fromkeys(p.video[sel].tolist()))
+    out: dict[str, Any] = {
+        "videos": len(vids),
+        "frames": int(sel.sum()),
+        "filled_frames": int(p.filled[sel].sum()),
+        "filled_share": float(p.filled[sel].mean()) if sel.any() else 0.0,
+        "videos_without_features": int(sum(bool(p.filled[sel & (p.video == v)].all()) for v in vids)),
+    }
+    dims: dict[str, Any] = {}
+    for d, name in enumerate(OUTPUT_DIMENSIONS):
+        lab = sel & np.isfinite(p.true[:, d])
+        entry: dict[str, Any] = {"labelled_frames": int(lab.sum())}
+        if not lab.any():
+            entry["scored"] = False
+            dims[name] = entry
+            continue
+        entry["scored"] = True
+        entry["labelled_videos"] = len(set(p.video[lab].tolist()))
+        entry["filled_frames"] = int(p.filled[lab].sum())
+        entry["filled_share"] = float(p.filled[lab].mean())
+        x, y = p.pred[lab, d], p.true[lab, d]
+        conc = metrics.scores(x, y)
+        conc.update({"pred_mean": float(x.mean()), "pred_std": float(x.std()),
+                     "true_mean": float(y.mean()), "true_std": float(y.std())})
+        entry["concatenated"] = conc
+        per_video: dict[str, Any] = {}
+        undefined: dict[str, int] = {}
+        xs = [p.pred[lab & (p.video == v), d] for v in vids]
+        ys = [p.true[lab & (p.video == v), d] for v in vids]
+        keep = [i for i, a in enumerate(xs) if a.size > 0]
+        xs, ys = [xs[i] for i in keep], [ys[i] for i in keep]
+        for m in metrics.METRIC_NAMES:
+            if m == "ccc_avec_script":
+                pairs = [(a, b) for a, b in zip(xs, ys) if a.size >= 2]
+                short = len(xs) - len(pairs)
+                value, counts = (metrics.aggregate([a for a, _ in pairs], [b for _, b in pairs], m,
+                                                   aggregation="per_video_mean") if pairs else (None, {"videos": 0, "videos_undefined": 0}))
+                counts["videos_undefined"] += short
+            else:
+                value, counts = metrics.aggregate(xs, ys, m, aggregation="per_video_mean")
+            per_video[m] = value
+            if counts["videos_undefined"]:
+                undefined[m] = counts["videos_undefined"]
+        per_video["videos"] = len(xs)
+        per_video["videos_undefined"] = undefined
+        entry["per_video_mean"] = per_video
+        dims[name] = entry
+    out["scored"] = any(v["scored"] for v in dims.values())
+    out["dimensions"] = dims
+    return out
+
+
+def compare_labels(a: ExperimentPredictions, b: ExperimentPredictions) -> str | None:
+    """None if the two experiments cover the same frames with the same labels, else the difference."""
+    if a.video.shape != b.video.shape or not (np.array_equal(a.video, b.video) and np.array_equal(a.frame, b.frame)):
+        va, vb = set(a.videos()), set(b.videos())
+        if va != vb:
+            return f"other videos ({len(va ^ vb)} differ, e.g. {sorted(va ^ vb)[0]})"
+        return "other frames for the same videos"
+    if not np.array_equal(a.partition, b.partition):
+        return "other partitions"
+    if not np.array_equal(np.isnan(a.true), np.isnan(b.true)) or not np.allclose(
+        np.nan_to_num(a.true), np.nan_to_num(b.true), rtol=0, atol=1e-6
+    ):
+        return "other label values"
+    return None
+
+
+def config_hash(experiments: Mapping[str, Mapping[str, Any]], settings: Mapping[str, Any]) -> str:
+    """sha256 of what defines the scores: each experiment's definition and settings hash, and ``settings``."""
+    blob = json.dumps({"experiments": experiments, "evaluate": settings}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def experiment_info(p: ExperimentPredictions) -> dict[str, Any]:
+    """What an experiment is, from its predictions file's metadata."""
+    m = p.meta
+    keys = ("label", "input", "regressor", "backbone", "fill_rule", "fill_description", "selected_epoch",
+            "settings_sha256", "created", "affpipe_version")
+    info = {k: m.get(k) or None for k in keys}
+    if info["selected_epoch"] is not None:
+        info["selected_epoch"] = int(info["selected_epoch"])
+    info["label"] = info["label"] or p.name
+    try:
+        info["notes"] = json.loads(m.get("notes") or "[]")
+    except json.JSONDecodeError:
+        info["notes"] = []
+    info["predictions"] = p.source
+    return info
+
+
+def build_report(
+    experiments: Sequence[ExperimentPredictions],
+    *,
+    partitions: Sequence[str],
+    settings: Mapping[str, Any],
+    dataset: str | None = None,
+) -> dict[str, Any]:
+    """The ``ccc.json`` document for ``experiments`` (in the given order)."""
+    import datetime as _dt
+
+    from affpipe import __version__
+
+    infos = {p.name: experiment_info(p) for p in experiments}
+    exps: dict[str, Any] = {}
+    summary: dict[str, Any] = {}
+    for p in experiments:
+        parts = {part: score_partition(p, part) for part in partitions}
+        exps[p.name] = {**infos[p.name], "partitions": parts}
+        summary[p.name] = {
+            part: {
+                name: (d["concatenated"]["ccc"] if d.get("scored") else None)
+                for name, d in res["dimensions"].items()
+            }
+            for part, res in parts.items()
+        }
+    definition = {name: {k: infos[name][k] for k in ("input", "regressor", "backbone", "fill_rule", "settings_sha256")}
+                  for name in infos}
+    return {
+        "format": CCC_FORMAT,
+        "format_version": CCC_FORMAT_VERSION,
+        "affpipe_version": __version__,
+        "dataset": dataset,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "config_hash": config_hash(definition, settings),
+        "config_hash_covers": "each experiment's input, regressor, backbone, fill rule and regression settings "
+        "(sha256 of their JSON), and the evaluate settings",
+        "evaluate_settings": dict(settings),
+        "metrics": metrics.METRIC_DEFINITIONS,
+        "aggregations": metrics.AGGREGATION_DEFINITIONS,
+        "scored_frames": "frames with a label (per dimension); every frame has a prediction, frames without a "
+        "feature get one from the experiment's fill rule and count in filled_share",
+        "summary": {
+            "what": "CCC (population), concatenated over the partition's videos; null = partition not labelled",
+            "ccc": summary,
+        },
+        "experiments": exps,
+    }

@@ -1,0 +1,332 @@
+"""One experiment end to end: train (if the regressor needs it), predict every video, fill, write.
+
+Order of events (the test partition is opened only after the model is final):
+
+1. open the train and devel videos (labels + features stores);
+2. sequence regressor: fit on train, select on devel (:func:`affpipe.regress.train.fit_sequence_model`);
+   per-frame regressor (``cnn``): nothing to fit, the stored ``pred`` is the prediction;
+3. predict train and devel, then open and predict the test videos;
+4. fill the frames without a feature (:mod:`affpipe.regress.fill`) and write
+   ``predictions.parquet`` (one row per frame of every video) and a JSON summary of the run.
+
+``predictions.parquet`` columns: ``video`` (string), ``partition`` (string), ``frame`` (int32),
+``time_s`` (float64), ``valence_pred``, ``arousal_pred`` (float32, finite on every row),
+``valence_true``, ``arousal_true`` (float32, NaN = unlabelled), ``filled`` (bool: no feature at
+this frame, the prediction comes from the fill rule). Its schema metadata holds the experiment,
+input, regressor, backbone, fill rule, selected epoch, the settings (JSON) and their hash.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from affpipe import __version__
+from affpipe.errors import AffpipeError, ConfigError
+from affpipe.regress import data as rdata
+from affpipe.regress.fill import FILL_DESCRIPTIONS, NO_FEATURE_RULE, fill_predictions
+from affpipe.regress.models import OUTPUT_DIMENSIONS, get_regressor
+
+log = logging.getLogger(__name__)
+
+PREDICTIONS_FORMAT = "affpipe-predictions"
+PREDICTIONS_FORMAT_VERSION = 1
+PARTITION_ORDER = ("train", "devel", "test")
+#: file attribute / settings key names under which a features store may record its backbone
+BACKBONE_KEYS = ("backbone",)
+
+
+def settings_hash(settings: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON of ``settings``."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """What one experiment is (``experiments.<name>`` plus where its inputs are)."""
+
+    name: str
+    input: str
+    regressor: str
+    backbone: str | None
+    label: str | None
+    manifest: Path
+    features_dir: Path
+    labels_dir: Path
+
+
+def predictions_schema():
+    import pyarrow as pa
+
+    return pa.schema([
+        pa.field("video", pa.string()),
+        pa.field("partition", pa.string()),
+        pa.field("frame", pa.int32()),
+        pa.field("time_s", pa.float64()),
+        pa.field("valence_pred", pa.float32()),
+        pa.field("arousal_pred", pa.float32()),
+        pa.field("valence_true", pa.float32()),
+        pa.field("arousal_true", pa.float32()),
+        pa.field("filled", pa.bool_()),
+    ])
+
+
+def _store_backbone(source: rdata.FeatureSource) -> str | None:
+    for key in BACKBONE_KEYS:
+        if key in source.attrs:
+            return str(source.attrs[key])
+    try:
+        stored = json.loads(source.attrs.get("settings", "{}"))
+    except (TypeError, json.JSONDecodeError):
+        return None
+    for key in BACKBONE_KEYS:
+        if isinstance(stored, dict) and key in stored:
+            return str(stored[key])
+    return None
+
+
+def _check_backbone(exp: Experiment, videos: list[rdata.VideoData]) -> str | None:
+    """The backbone recorded in the features stores; an error if it differs from ``exp.backbone``."""
+    found = None
+    for v in videos:
+        b = _store_backbone(v.source)
+        if b is None:
+            continue
+        if exp.backbone is not None and b != exp.backbone:
+            raise ConfigError(
+                f"experiment {exp.name!r} asks for backbone {exp.backbone!r} but these features come from {b!r}",
+                path=v.source.path,
+                hint=f"set experiments.{exp.name}.backbone to null or {b!r}, or retrain the CNN with that backbone",
+            )
+        found = found or b
+    if exp.backbone is not None and found is None:
+        log.warning("experiment %s: the features stores do not record their backbone; cannot check it is %s",
+                    exp.name, exp.backbone)
+    return found
+
+
+def run_experiment(
+    exp: Experiment,
+    settings: Mapping[str, Any],
+    *,
+    out: Path,
+    summary_out: Path | None = None,
+    threads: int = 1,
+    on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+) -> dict[str, Any]:
+    """Run one experiment and write its predictions (and summary) atomically.
+
+    Parameters
+    ----------
+    exp : Experiment
+    settings : the validated ``regression`` section (with the experiment's overrides merged in).
+    out : ``results/{ds}/experiments/{name}/predictions.parquet``.
+    summary_out : JSON summary of the run (training history, fill statistics); optional.
+    threads : torch CPU threads.
+    on_epoch_end : passed to the trainer (tests use it to interrupt a run).
+
+    Returns
+    -------
+    dict
+        The summary.
+    """
+    import pyarrow as pa
+    import torch
+
+    from affpipe.io.atomic import write_parquet, write_text
+    from affpipe.regress import train as rtrain
+
+    t_start = time.monotonic()
+    spec = get_regressor(exp.regressor)
+    torch.set_num_threads(max(1, int(threads)))
+    rows = rdata.read_manifest(exp.manifest)
+    if not rows:
+        raise AffpipeError("the manifest lists no video", path=exp.manifest)
+    dataset = rdata.PRED_DATASET if spec.kind == "per_frame" else rdata.FEATURES_DATASET
+    inputs = rdata.Inputs(features_dir=Path(exp.features_dir), labels_dir=Path(exp.labels_dir), dataset=dataset)
+    fit_videos = rdata.load_videos(rows, inputs, partitions=("train", "devel"))
+    train = [v for v in fit_videos if v.partition == "train"]
+    devel = [v for v in fit_videos if v.partition == "devel"]
+    if not train:
+        raise AffpipeError("the manifest has no train video", path=exp.manifest)
+    backbone = _check_backbone(exp, fit_videos)
+    fallback = rdata.train_label_mean(train)
+    out = Path(out)
+    checkpoint = out.with_name("checkpoint.pt")
+    summary: dict[str, Any] = {
+        "format": "affpipe-regression-summary",
+        "affpipe_version": __version__,
+        "experiment": exp.name,
+        "label": exp.label or exp.name,
+        "input": exp.input,
+        "regressor": spec.name,
+        "regressor_description": spec.description,
+        "backbone": backbone if backbone is not None else exp.backbone,
+        "settings": dict(settings),
+        "settings_sha256": settings_hash(dict(settings)),
+        "features_dir": os.fspath(exp.features_dir),
+        "fill_rule": settings["fill"],
+        "fill_description": FILL_DESCRIPTIONS[settings["fill"]] + "; " + NO_FEATURE_RULE,
+        "train_label_mean": dict(zip(OUTPUT_DIMENSIONS, map(float, fallback))),
+        "notes": [],
+    }
+
+    model = None
+    if spec.kind == "sequence":
+        device = rtrain.resolve_device(settings["device"])
+        summary["device"] = str(device)
+        budget = float(settings["max_memory_gb"]) * rdata.GIB
+        need = rdata.total_bytes(fit_videos)
+        in_memory = need <= budget
+        if in_memory:
+            for v in fit_videos:
+                v.source.load()
+        log.info("features of train+devel: %.2f GB, %s", need / rdata.GIB,
+                 "held in memory" if in_memory else f"read from the files on demand (> max_memory_gb {settings['max_memory_gb']})")
+        summary["features_in_memory"] = in_memory
+        result = rtrain.fit_sequence_model(
+            spec, train, devel, settings, checkpoint=checkpoint, device=device,
+            fingerprint_files=sorted(set(inputs.files)), on_epoch_end=on_epoch_end,
+        )
+        model = result.model
+        summary.update({
+            "input_dim": train[0].source.dim,
+            "train_windows": result.n_windows,
+            "selection": settings["selection"],
+            "selection_metric": settings["selection_metric"] if settings["selection"] == "devel" else "last epoch",
+            "selected_epoch": result.best_epoch,
+            "selected_score": result.best_score,
+            "epochs_run": len(result.history),
+            "stopped_early": result.stopped_early,
+            "resumed_from_epoch": result.resumed_from_epoch,
+            "history": result.history,
+        })
+        summary["notes"] += result.notes
+
+        def predict(v: rdata.VideoData) -> np.ndarray:
+            return rtrain.predict_video(model, v, result.scaler, settings, device=device)
+    else:
+        summary["input_dim"] = train[0].source.dim
+
+        def predict(v: rdata.VideoData) -> np.ndarray:
+            return v.source.rows(0, len(v.source)).astype(np.float64)
+
+    # -- predict: train and devel, then (only now) the test partition ---------------------
+    tables = []
+    fill_stats: dict[str, dict[str, int]] = {}
+    beyond = 0
+
+    def emit(v: rdata.VideoData) -> None:
+        nonlocal beyond
+        pred = predict(v)
+        values, filled = fill_predictions(v.labels.n_frames, v.frames, pred, rule=settings["fill"], fallback=fallback)
+        stats = fill_stats.setdefault(v.partition, {"videos": 0, "frames": 0, "filled_frames": 0,
+                                                    "videos_without_features": 0})
+        stats["videos"] += 1
+        stats["frames"] += v.labels.n_frames
+        stats["filled_frames"] += int(filled.sum())
+        if len(v.source) == 0:
+            stats["videos_without_features"] += 1
+            note = f"{v.video} ({v.partition}) has no valid feature row: every frame gets the train mean label"
+            log.warning(note)
+            summary["notes"].append(note)
+        beyond += v.source.beyond
+        n = v.labels.n_frames
+        tables.append(pa.table({
+            "video": pa.array([v.video] * n, pa.string()),
+            "partition": pa.array([v.partition] * n, pa.string()),
+            "frame": pa.array(v.labels.frame.astype(np.int32)),
+            "time_s": pa.array(v.labels.time_s),
+            "valence_pred": pa.array(values[:, 0]),
+            "arousal_pred": pa.array(values[:, 1]),
+            "valence_true": pa.array(v.labels.values[:, 0]),
+            "arousal_true": pa.array(v.labels.values[:, 1]),
+            "filled": pa.array(filled),
+        }, schema=predictions_schema()))
+        v.source.unload()
+        v.source.close()
+
+    for v in fit_videos:
+        emit(v)
+    test_videos = rdata.load_videos(rows, inputs, partitions=("test",))
+    for v in test_videos:
+        emit(v)
+    order = {v: i for i, v in enumerate(r["video"] for r in rows)}
+    tables.sort(key=lambda t: order[t["video"][0].as_py()] if t.num_rows else -1)
+    table = pa.concat_tables(tables) if tables else predictions_schema().empty_table()
+    for part in fill_stats.values():
+        part["filled_share"] = part["filled_frames"] / part["frames"] if part["frames"] else 0.0
+    summary["fill"] = fill_stats
+    summary["feature_rows_beyond_labels"] = beyond
+    summary["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    summary["seconds"] = time.monotonic() - t_start
+
+    meta = {
+        "format": PREDICTIONS_FORMAT,
+        "format_version": str(PREDICTIONS_FORMAT_VERSION),
+        "affpipe_version": __version__,
+        "experiment": exp.name,
+        "label": exp.label or exp.name,
+        "input": exp.input,
+        "regressor": spec.name,
+        "backbone": summary["backbone"] or "",
+        "fill_rule": settings["fill"],
+        "fill_description": summary["fill_description"],
+        "selected_epoch": str(summary.get("selected_epoch", "")),
+        "settings": json.dumps(dict(settings), sort_keys=True, default=str),
+        "settings_sha256": summary["settings_sha256"],
+        "manifest": os.fspath(exp.manifest),
+        "features_dir": os.fspath(exp.features_dir),
+        "labels_dir": os.fspath(exp.labels_dir),
+        "created": summary["created"],
+        "notes": json.dumps(summary["notes"]),
+    }
+    if summary_out is not None:
+        write_text(json.dumps(summary, indent=2, sort_keys=False, default=_json_default) + "\n", summary_out)
+    if model is not None:
+        _save_model(out.with_name("model.pt"), model, result.scaler, summary)
+    write_parquet(table, out, metadata=meta)
+    if checkpoint.exists():
+        checkpoint.unlink()
+    for part, s in fill_stats.items():
+        log.info("%s: %d videos, %d frames, %.1f%% filled (%s)", part, s["videos"], s["frames"],
+                 100 * s["filled_share"], settings["fill"])
+    return summary
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, Path):
+        return os.fspath(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _save_model(path: Path, model, scaler, summary: Mapping[str, Any]) -> None:
+    """The selected sequence model: weights, feature normalisation and how it was made (plain types)."""
+    import torch
+
+    from affpipe.io.atomic import atomic_path
+
+    state = {
+        "format": "affpipe-regressor",
+        "affpipe_version": __version__,
+        "regressor": summary["regressor"],
+        "input": summary["input"],
+        "input_dim": int(summary["input_dim"]),
+        "settings_json": json.dumps(summary["settings"], sort_keys=True, default=str),
+        "selected_epoch": int(summary.get("selected_epoch", 0)),
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "feature_norm": scaler.state(),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
