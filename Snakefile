@@ -1,7 +1,7 @@
 # affpipe: face videos -> landmarks -> static/dynamic facial images -> features -> valence/arousal.
 #
-#   snakemake --cores 2 results/demo/report/summary.json     # the embedded demo, end to end so far
-#   snakemake --cores 32 results/semaine/report/summary.json --config 'datasets={semaine: {root: /data/AVEC2012}}'
+#   snakemake --cores 2 results/demo/ccc.json     # the embedded demo, end to end
+#   snakemake --cores 32 results/semaine/ccc.json --config 'datasets={semaine: {root: /data/AVEC2012}}'
 #
 # Rules are thin: each calls `python -m affpipe <command>`; see README.md and docs/.
 from snakemake.utils import min_version
@@ -19,11 +19,15 @@ include: "rules/faces.smk"
 include: "rules/static.smk"
 include: "rules/dynamic.smk"
 include: "rules/dr.smk"
+include: "rules/cnn.smk"
+include: "rules/regression.smk"
 include: "rules/report.smk"
 
 
 rule all:
     default_target: True
     input:
+        "results/demo/ccc.json",
+        "results/demo/report/regression",
         "results/demo/report/summary.json",
         "results/demo/dr/ranking.json",

@@ -37,12 +37,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def passive_omp_wait() -> None:
+    """Make idle OpenMP threads sleep instead of spin (``OMP_WAIT_POLICY=PASSIVE``, unless the user set it).
+
+    Runs before any command imports torch (DR, CNN and regression all use it). Measured on the demo
+    (small CNN, 112x112, 2 threads, 2-core machine loaded by other jobs): 40 frames/s training with the default spinning, 214 with PASSIVE
+    (1 thread: 201). Unloaded machines see no difference.
+    """
+    import os
+    import sys
+
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    passive_omp_wait()
     try:
         return int(args.func(args) or 0)
     except AffpipeError as err:

@@ -9,14 +9,16 @@ wildcard_constraints:
 
 rule cnn_train:
     input:
-        unpack(cnn_train_inputs),
+        manifest=manifest_path,
+        labels=cnn_train_labels,
+        stores=cnn_train_stores,
     output:
         model="results/{ds}/cnn/{input}/model.pt",
     params:
         affpipe=AFFPIPE,
         settings=cnn_settings_json,
         stores=cnn_train_store_args,
-        labels=lambda wildcards: f"results/{wildcards.ds}/labels",
+        labels=labels_dir,
     threads: config["threads"]["cnn"]
     resources:
         gpu=cnn_gpus,
@@ -34,7 +36,8 @@ rule cnn_train:
 
 rule cnn_features:
     input:
-        unpack(cnn_features_inputs),
+        model=cnn_model,
+        stores=cnn_features_stores,
     output:
         features="results/{ds}/features/{input}/{video}.h5",
     params:

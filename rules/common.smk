@@ -35,7 +35,7 @@ def _affpipe_command():
 
 
 AFFPIPE = _affpipe_command()
-STAGE_SECTIONS = ("faces", "static", "dynamic", "dr", "demo")
+STAGE_SECTIONS = ("faces", "static", "dynamic", "dr", "demo", "cnn", "regression", "evaluate", "experiments")
 
 
 wildcard_constraints:
@@ -211,16 +211,20 @@ def _cnn_store_file(ds, store, video):
     return f"results/{ds}/{STORE_DIRS[store]}/{video}.h5"
 
 
-def cnn_train_inputs(wildcards):
-    """Manifest, labels and the input's stores of every train and devel video."""
-    spec = cnn_spec(wildcards)
-    ds = wildcards.ds
-    rows = manifest_rows(ds)
-    vids = sorted(v for v, row in rows.items() if row["partition"] in CNN_TRAIN_PARTITIONS)
-    out = {"manifest": manifest_path(wildcards), "labels": [f"results/{ds}/labels/{v}.parquet" for v in vids]}
-    for store in spec.stores:
-        out[store] = [_cnn_store_file(ds, store, v) for v in vids]
-    return out
+def _cnn_train_videos(wildcards):
+    rows = manifest_rows(wildcards.ds)
+    return sorted(v for v, row in rows.items() if row["partition"] in CNN_TRAIN_PARTITIONS)
+
+
+def cnn_train_labels(wildcards):
+    """Labels of every train and devel video."""
+    return [f"results/{wildcards.ds}/labels/{v}.parquet" for v in _cnn_train_videos(wildcards)]
+
+
+def cnn_train_stores(wildcards):
+    """The input's stores (static, dynamic, dr) of every train and devel video."""
+    vids = _cnn_train_videos(wildcards)
+    return [_cnn_store_file(wildcards.ds, s, v) for s in cnn_spec(wildcards).stores for v in vids]
 
 
 def cnn_train_store_args(wildcards):
@@ -230,12 +234,13 @@ def cnn_train_store_args(wildcards):
     return " ".join(f"--{s} results/{wildcards.ds}/{STORE_DIRS[s]}" for s in cnn_spec(wildcards).stores)
 
 
-def cnn_features_inputs(wildcards):
-    """The trained model and the video's stores the input reads."""
-    out = {"model": f"results/{wildcards.ds}/cnn/{wildcards.input}/model.pt"}
-    for store in cnn_spec(wildcards).stores:
-        out[store] = _cnn_store_file(wildcards.ds, store, wildcards.video)
-    return out
+def cnn_model(wildcards):
+    return f"results/{wildcards.ds}/cnn/{wildcards.input}/model.pt"
+
+
+def cnn_features_stores(wildcards):
+    """The video's stores the input reads."""
+    return [_cnn_store_file(wildcards.ds, s, wildcards.video) for s in cnn_spec(wildcards).stores]
 
 
 def cnn_features_store_args(wildcards):
@@ -312,6 +317,10 @@ def regression_settings_json(wildcards):
 
 def _features_dir(ds, input_name):
     return f"results/{ds}/features/{input_name}"
+
+
+def labels_dir(wildcards):
+    return f"results/{wildcards.ds}/labels"
 
 
 def regress_labels(wildcards):

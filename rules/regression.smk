@@ -20,7 +20,7 @@ rule regress:
         affpipe=AFFPIPE,
         settings=regression_settings_json,
         args=regress_args,
-        labels=lambda wildcards: f"results/{wildcards.ds}/labels",
+        labels=labels_dir,
     threads: config["threads"]["regression"]
     resources:
         gpu=regress_gpus,

@@ -80,12 +80,22 @@ TINY_CONFIG = {
             # a very small UNet: this checks the DR rules run end to end, not its accuracy
             "dr": {"width": 4, "depth": 2, "epochs": 1, "windows_per_epoch": 32, "val_windows": 16,
                    "rank_windows_per_video": 10, "theta_calibration_windows": 32},
+            # the small CNN and a small BGRU, one or two epochs: the rules run end to end on every
+            # default experiment (single-input, two-branch dfa+dfs, and the per-frame mdr CNN)
+            "cnn": {"backbone": "small", "optimizer": "adam", "lr": 0.001, "epochs": 1, "batch_size": 16,
+                    "loader_workers": 0},
+            "regression": {"seq_len": 20, "train_hop": 10, "batch_size": 4, "max_epochs": 2,
+                           "bgru": {"hidden_units": 16}},
         }
     },
     "report": {"montages_per_dataset": 2},
 }
 TINY_TARGET = "results/tiny/report/summary.json"
 TINY_DR = "results/tiny/dr/ranking.json"
+TINY_CCC = "results/tiny/ccc.json"
+TINY_REPORT = "results/tiny/report/regression"
+TINY_EXPERIMENTS = ("dfm_bgru", "dfs_bgru", "dfa_dfs_bgru", "sfa_bgru", "mdr_cnn")
+TINY_TARGETS = (TINY_TARGET, TINY_DR, TINY_CCC, TINY_REPORT)
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +106,7 @@ def tiny_run(tmp_path_factory):
     (work / "tiny.yaml").write_text(json.dumps(TINY_CONFIG))
     args = [
         "-s", str(ROOT / "Snakefile"), "--directory", str(work), "--configfile", str(work / "tiny.yaml"),
-        "--cores", "2", TINY_TARGET, TINY_DR,
+        "--cores", "2", *TINY_TARGETS,
     ]
     res = _snakemake(*args, cwd=work, timeout=1200)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
@@ -130,6 +140,41 @@ def test_tiny_demo_end_to_end(tiny_run):
     assert scored == {"man_video_01", "woman_video_01"}  # never the training videos
     # no temporary files left behind
     assert not [p for p in (work / "results").rglob("*.tmp-*")]
+
+
+@pytest.mark.slow
+def test_tiny_demo_reaches_ccc_json(tiny_run):
+    """Features -> every default experiment -> ccc.json and the regression plots."""
+    import h5py
+    import pyarrow.parquet as pq
+
+    work, _ = tiny_run
+    ccc = json.loads((work / TINY_CCC).read_text())
+    assert ccc["format"] == "affpipe-ccc" and ccc["dataset"] == "tiny"
+    assert list(ccc["experiments"]) == list(TINY_EXPERIMENTS)
+    for name, exp in ccc["experiments"].items():
+        for part in ("devel", "test"):
+            res = exp["partitions"][part]
+            assert res["scored"], (name, part)
+            for dim in ("valence", "arousal"):
+                d = res["dimensions"][dim]
+                assert d["videos"] == 1 and d["frames"] == 60, (name, part, dim)
+                assert -1.0 <= d["concatenated"]["ccc"] <= 1.0, (name, part, dim)
+                assert 0.0 <= d["filled_share"] < 1.0, (name, part, dim)
+        table = pq.read_table(work / f"results/tiny/experiments/{name}/predictions.parquet")
+        assert table.num_rows == 4 * 60, name  # every frame of every video has a prediction
+        filled = table.column("filled").to_numpy()
+        # dynamic inputs have no feature before the first full window (frame 10); static ones do
+        if name == "sfa_bgru":
+            assert not filled.any()
+        else:
+            assert filled.sum() >= 4 * 10, name
+    # the two-branch input concatenates two CNNs' features; every frame row is stored
+    with h5py.File(work / "results/tiny/features/dfa+dfs/woman_video_01.h5", "r") as f:
+        with h5py.File(work / "results/tiny/features/dfm/woman_video_01.h5", "r") as g:
+            assert f["features"].shape[1] == 2 * g["features"].shape[1]
+    plots = sorted(p.name for p in (work / TINY_REPORT).glob("*.png"))
+    assert plots, "no regression plots"
 
 
 @pytest.mark.slow

@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 
 from affpipe.commands._common import add_settings_arg, load_settings
-from affpipe.commands.cnn_train import add_store_args, passive_omp_wait, store_paths
+from affpipe.commands.cnn_train import add_store_args, store_paths
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,6 @@ def register(subparsers) -> None:
 
 
 def handler(args: argparse.Namespace) -> int:
-    passive_omp_wait()
     import torch
 
     from affpipe.cnn.data import VideoStores

@@ -25,20 +25,6 @@ log = logging.getLogger(__name__)
 TRAIN_PARTITIONS = ("train", "devel")
 
 
-def passive_omp_wait() -> None:
-    """Make idle OpenMP threads sleep instead of spin (``OMP_WAIT_POLICY=PASSIVE``, unless the user set it).
-
-    Must run before torch is imported. Measured on the demo (small CNN, 112x112, 2 threads, 2-core
-    machine loaded by other jobs): 40 frames/s training with the default spinning, 214 with PASSIVE
-    (1 thread: 201). Unloaded machines see no difference.
-    """
-    import os
-    import sys
-
-    if "torch" not in sys.modules:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
 def add_store_args(p: argparse.ArgumentParser, *, folders: bool) -> None:
     what = "folder of {video}.h5" if folders else ".h5 file of the video"
     p.add_argument("--static", type=Path, help=f"static stores ({what}); needed by sfa, sfs, mdr")
@@ -94,7 +80,6 @@ def store_paths(spec, dirs: dict[str, Path | None], video: str, *, folders: bool
 
 
 def handler(args: argparse.Namespace) -> int:
-    passive_omp_wait()
     from affpipe.cnn.data import VideoStores, build_index
     from affpipe.cnn.inputs import parse_input
     from affpipe.cnn.train import select_data, train_model

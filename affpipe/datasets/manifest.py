@@ -27,7 +27,8 @@ from affpipe.progress import progress
 ADAPTERS: dict[str, ModuleType] = {"semaine": semaine, "recola": recola, "affwild2": affwild2, "csv": usercsv}
 FPS_TOLERANCE = 0.01  # relative difference from the expected frame rate that is worth a warning
 SKIPPED_EXAMPLES = 5  # paths listed per skip reason in the manifest metadata
-STAGE_SECTIONS = ("faces", "static", "dynamic", "dr", "demo")  # per-dataset stage overrides, not adapter settings
+# per-dataset stage overrides, not adapter settings
+STAGE_SECTIONS = ("faces", "static", "dynamic", "dr", "demo", "cnn", "regression", "evaluate", "experiments")
 
 MANIFEST_SCHEMA = pa.schema(
     [
