@@ -212,8 +212,10 @@ def run_experiment(
         })
         summary["notes"] += result.notes
 
+        predict_rows = spec.predict or rtrain.predict_video
+
         def predict(v: rdata.VideoData) -> np.ndarray:
-            return rtrain.predict_video(model, v, result.scaler, settings, device=device)
+            return predict_rows(model, v, result.scaler, settings, device=device)
     else:
         summary["input_dim"] = train[0].source.dim
 

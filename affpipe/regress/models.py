@@ -55,6 +55,11 @@ class RegressorSpec:
     fit : callable, optional
         A trainer replacing the generic one (same signature as
         :func:`affpipe.regress.train.fit_sequence_model`).
+    predict : callable, optional
+        Inference replacing the generic windowed one (same signature as
+        :func:`affpipe.regress.train.predict_video`: ``predict(model, video, scaler, settings, *,
+        device) -> (k, 2)`` predictions on the video's valid rows); used for the final predictions
+        (a custom ``fit`` uses it for devel selection too).
     aliases : tuple of str
         Other names accepted for it.
     """
@@ -65,6 +70,7 @@ class RegressorSpec:
     build: Callable[[int, Mapping[str, Any]], nn.Module] | None = None
     settings_key: str | None = None
     fit: Callable[..., Any] | None = None
+    predict: Callable[..., Any] | None = None
     aliases: tuple[str, ...] = field(default_factory=tuple)
 
 

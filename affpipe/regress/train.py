@@ -404,6 +404,198 @@ def _clone_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The CPU generator of epoch ``epoch`` (0-based) for shuffling and sampling: seeded from ``(seed, epoch)``."""
+    return torch.Generator().manual_seed(seed * SHUFFLE_SEED_MULT + epoch)
+
+
+def check_devel_selectable(devel: Sequence[VideoData], settings: Mapping[str, Any]) -> None:
+    """:class:`AffpipeError` when ``selection`` is ``devel`` but no devel video has a labelled valid row."""
+    if settings["selection"] == "devel" and not any(np.isfinite(v.targets).any() for v in devel):
+        raise AffpipeError(
+            "model selection on devel needs devel videos with labelled valid frames; there are none",
+            hint="set regression.selection to `last` to train a fixed number of epochs without selection",
+        )
+
+
+def make_scaler(train: Sequence[VideoData], settings: Mapping[str, Any], *, dim: int) -> FeatureScaler:
+    """The :class:`FeatureScaler` of ``regression.feature_norm`` (train statistics from ``train``)."""
+    mode = settings["feature_norm"]
+    return FeatureScaler(mode, fit_normalizer(train, dim=dim) if mode == "train" else Normalizer.identity(dim))
+
+
+class SelectionLoop:
+    """The epoch loop every trainer shares: devel selection, early stopping, resumable checkpoints.
+
+    A trainer builds its model and optimiser, then hands the loop a function that trains one epoch
+    (:meth:`run`). The loop owns everything around it: resuming from a matching checkpoint, seeding
+    epoch ``e``'s dropout with ``seed + e``, scoring the devel videos after every epoch with the
+    trainer's own ``predict``, keeping the best epoch (``selection``, ``selection_metric``,
+    ``min_delta``), stopping after ``patience`` epochs without improvement, writing the checkpoint
+    atomically after every epoch, and reporting a collapsed (near-constant) selected model.
+
+    Parameters
+    ----------
+    name : regressor name (logs).
+    model, optimizer : the freshly initialised model (on ``device``) and its optimiser.
+    scaler : the feature scaler (replaced by the checkpoint's on resume).
+    settings : the validated ``regression`` section.
+    checkpoint : the checkpoint path; fp : :func:`fingerprint` a checkpoint must carry to be resumed.
+    grad_scaler : the CUDA gradient scaler, when mixed precision is used.
+    max_epochs : epochs at most (default ``settings["max_epochs"]``).
+
+    Attributes
+    ----------
+    step : int
+        Optimiser steps taken so far (restored on resume; trainers advance it).
+    """
+
+    def __init__(self, *, name: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                 scaler: FeatureScaler, settings: Mapping[str, Any], checkpoint: Path, fp: str,
+                 grad_scaler: torch.amp.GradScaler | None = None, max_epochs: int | None = None):
+        self.name = name
+        self.model = model
+        self.optimizer = optimizer
+        self.scaler = scaler
+        self.settings = settings
+        self.checkpoint = Path(checkpoint)
+        self.fp = fp
+        self.grad_scaler = grad_scaler
+        self.max_epochs = int(settings["max_epochs"] if max_epochs is None else max_epochs)
+        self.step = 0
+        self.epoch = 0
+        self.history: list[dict[str, float]] = []
+        self.best_state = _clone_state(model)
+        self.best_epoch, self.best_score, self.since_best = 0, -math.inf, 0
+        self.stopped_early = False
+        self.resumed_from = 0
+
+    def resume(self) -> None:
+        """Continue from the checkpoint when it matches the fingerprint (else start over, logged)."""
+        state = _load_checkpoint(self.checkpoint, self.fp)
+        if state is None:
+            return
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.grad_scaler is not None and self.grad_scaler.is_enabled() and state.get("grad_scaler"):
+            self.grad_scaler.load_state_dict(state["grad_scaler"])
+        self.step = int(state["step"])
+        self.epoch = int(state["epoch"])
+        self.history = list(state["history"])
+        self.best_state = state["best_model"]
+        self.best_epoch, self.best_score = int(state["best_epoch"]), float(state["best_score"])
+        self.since_best = int(state["since_best"])
+        self.stopped_early = bool(state["stopped_early"])
+        self.scaler = FeatureScaler.from_state(state["scaler"])
+        self.resumed_from = self.epoch
+        log.info("resuming from %s after epoch %d (best so far: epoch %d, score %.4f)",
+                 self.checkpoint, self.epoch, self.best_epoch, self.best_score)
+
+    def run(
+        self,
+        train_epoch: Callable[[int], dict[str, float]],
+        predict: Callable[[VideoData], np.ndarray],
+        devel: Sequence[VideoData],
+        *,
+        n_windows: int,
+        loss_key: str = "train_mse",
+        on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+    ) -> FitResult:
+        """Train until ``max_epochs`` or early stop; return the selected model.
+
+        Parameters
+        ----------
+        train_epoch : ``train_epoch(epoch)`` trains epoch ``epoch`` (0-based; the model is in train
+            mode and ``torch`` is seeded with ``seed + epoch``), advances :attr:`step` and returns the
+            epoch's record (plain floats, including ``loss_key`` and ``lr``).
+        predict : ``predict(video) -> (k, 2)`` predictions on a devel video's valid rows with the
+            current model (the same inference as the final prediction).
+        devel : the devel videos (scored after every epoch).
+        n_windows : training units per epoch (reported).
+        loss_key : the record's training-loss entry (logged).
+        on_epoch_end : called as ``on_epoch_end(epoch, record)`` after each epoch's checkpoint is saved.
+        """
+        from affpipe.progress import progress
+
+        settings = self.settings
+        selection = settings["selection"]
+        seed = int(settings["seed"])
+        patience = int(settings["patience"])
+        bar = progress(total=self.max_epochs, desc=f"{self.name} epochs", unit="epoch")
+        bar.update(self.epoch)
+        with bar:
+            while self.epoch < self.max_epochs and not self.stopped_early:
+                t0 = time.monotonic()
+                torch.manual_seed(seed + self.epoch)  # dropout and sampling of this epoch
+                self.model.train()
+                record: dict[str, float] = {"epoch": self.epoch + 1, **train_epoch(self.epoch)}
+                self.epoch += 1
+                record["steps"] = self.step
+                if devel:
+                    preds = [predict(v) for v in devel]
+                    scores = devel_scores(preds, devel)
+                    record.update({f"devel_{k}": v for k, v in scores.items()})
+                if selection == "devel":
+                    metric = settings["selection_metric"]
+                    score = record["devel_ccc_mean"] if metric == "ccc_mean" else -record["devel_mse"]
+                else:
+                    score = float(self.epoch)
+                if score > self.best_score + (float(settings["min_delta"]) if selection == "devel" else 0.0):
+                    self.best_score, self.best_epoch, self.since_best = float(score), self.epoch, 0
+                    self.best_state = _clone_state(self.model)
+                else:
+                    self.since_best += 1
+                record["seconds"] = time.monotonic() - t0
+                record = {k: float(v) for k, v in record.items()}  # plain floats: the checkpoint is weights_only
+                record["epoch"] = int(record["epoch"])
+                record["steps"] = int(record["steps"])
+                self.history.append(record)
+                if selection == "devel" and patience and self.since_best >= patience:
+                    self.stopped_early = True
+                use_amp = self.grad_scaler is not None and self.grad_scaler.is_enabled()
+                _save_checkpoint(self.checkpoint, {
+                    "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "fingerprint": self.fp,
+                    "epoch": self.epoch, "step": self.step, "model": _clone_state(self.model),
+                    "optimizer": self.optimizer.state_dict(),
+                    "grad_scaler": self.grad_scaler.state_dict() if use_amp else {},
+                    "best_model": self.best_state, "best_epoch": self.best_epoch, "best_score": self.best_score,
+                    "since_best": self.since_best, "stopped_early": self.stopped_early, "history": self.history,
+                    "scaler": self.scaler.state(),
+                })
+                bar.update(1)
+                log.info(
+                    "epoch %d: train %s %.4f%s (%.1f s)%s", self.epoch, loss_key, record[loss_key],
+                    "".join(f", devel CCC {n} {record[f'devel_ccc_{n}']:.3f}" for n in OUTPUT_DIMENSIONS) if devel else "",
+                    record["seconds"], "  *best*" if self.best_epoch == self.epoch else "",
+                )
+                if on_epoch_end is not None:
+                    on_epoch_end(self.epoch, record)
+        if self.stopped_early:
+            log.info("early stop: no devel improvement for %d epochs; best epoch %d", patience, self.best_epoch)
+        self.model.load_state_dict(self.best_state)
+        self.model.eval()
+        return FitResult(model=self.model, scaler=self.scaler, best_epoch=self.best_epoch,
+                         best_score=self.best_score, history=self.history, stopped_early=self.stopped_early,
+                         n_windows=int(n_windows), resumed_from_epoch=self.resumed_from,
+                         notes=collapse_notes(self.history, self.best_epoch) if devel else [])
+
+
+def collapse_notes(history: Sequence[Mapping[str, float]], best_epoch: int) -> list[str]:
+    """Notes for the dimensions whose selected devel predictions are nearly constant (collapse)."""
+    notes = []
+    best = next((h for h in history if h["epoch"] == best_epoch), None)
+    if best is None:
+        return notes
+    for name in OUTPUT_DIMENSIONS:
+        sp, st = best.get(f"devel_std_pred_{name}"), best.get(f"devel_std_true_{name}")
+        if sp is not None and st and sp < COLLAPSE_STD_RATIO * st:
+            note = (f"{name}: the selected model's devel predictions are nearly constant (std {sp:.4g} vs "
+                    f"label std {st:.4g}): the model has collapsed to the mean for this dimension")
+            log.warning(note)
+            notes.append(note)
+    return notes
+
+
 def fit_sequence_model(
     spec: RegressorSpec,
     train: Sequence[VideoData],
@@ -416,6 +608,9 @@ def fit_sequence_model(
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
 ) -> FitResult:
     """Train a sequence regressor on ``train``, select the epoch on ``devel``.
+
+    A regressor with its own trainer (``spec.fit``) is handed over to it with the same arguments;
+    the others are trained here with the masked MSE over windows of ``seq_len`` rows.
 
     Parameters
     ----------
@@ -431,23 +626,15 @@ def fit_sequence_model(
     -------
     FitResult
     """
-    from affpipe.progress import progress
-
     if spec.fit is not None:
         return spec.fit(spec, train, devel, settings, checkpoint=checkpoint, device=device,
                         fingerprint_files=fingerprint_files, on_epoch_end=on_epoch_end)
-    selection = settings["selection"]
-    if selection == "devel" and not any(np.isfinite(v.targets).any() for v in devel):
-        raise AffpipeError(
-            "model selection on devel needs devel videos with labelled valid frames; there are none",
-            hint="set regression.selection to `last` to train a fixed number of epochs without selection",
-        )
+    check_devel_selectable(devel, settings)
     dim = train[0].source.dim if train else 0
     seed = int(settings["seed"])
     set_determinism(device)
     fp = fingerprint(settings, regressor=spec.name, dim=dim, files=fingerprint_files)
-    mode = settings["feature_norm"]
-    scaler = FeatureScaler(mode, fit_normalizer(train, dim=dim) if mode == "train" else Normalizer.identity(dim))
+    scaler = make_scaler(train, settings, dim=dim)
     spans = training_windows(train, settings)
     if spans.shape[0] == 0:
         raise AffpipeError("the train partition has no labelled valid frame to train on")
@@ -456,129 +643,52 @@ def fit_sequence_model(
     optimizer = _make_optimizer(model, settings)
     use_amp = device.type == "cuda" and bool(settings["amp"])
     grad_scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    step = 0
-    start_epoch = 0
-    history: list[dict[str, float]] = []
-    best_state = _clone_state(model)
-    best_epoch, best_score, since_best = 0, -math.inf, 0
-    stopped_early = False
-
-    state = _load_checkpoint(checkpoint, fp)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if use_amp and state.get("grad_scaler"):
-            grad_scaler.load_state_dict(state["grad_scaler"])
-        step = int(state["step"])
-        start_epoch = int(state["epoch"])
-        history = list(state["history"])
-        best_state = state["best_model"]
-        best_epoch, best_score = int(state["best_epoch"]), float(state["best_score"])
-        since_best = int(state["since_best"])
-        stopped_early = bool(state["stopped_early"])
-        scaler = FeatureScaler.from_state(state["scaler"])
-        log.info("resuming from %s after epoch %d (best so far: epoch %d, score %.4f)",
-                 checkpoint, start_epoch, best_epoch, best_score)
-    resumed_from = start_epoch
-
+    loop = SelectionLoop(name=spec.name, model=model, optimizer=optimizer, scaler=scaler, settings=settings,
+                         checkpoint=checkpoint, fp=fp, grad_scaler=grad_scaler)
+    loop.resume()
     bs = int(settings["batch_size"])
-    max_epochs = int(settings["max_epochs"])
-    patience = int(settings["patience"])
     clip = settings["grad_clip_norm"]
     log.info(
         "training %s: %d train videos, %d windows of <= %d rows, %d devel videos, input %d-D, %s, up to %d epochs",
-        spec.name, len(train), spans.shape[0], int(settings["seq_len"]), len(devel), dim, device, max_epochs,
+        spec.name, len(train), spans.shape[0], int(settings["seq_len"]), len(devel), dim, device, loop.max_epochs,
     )
-    epoch = start_epoch
-    bar = progress(total=max_epochs, desc=f"{spec.name} epochs", unit="epoch")
-    bar.update(start_epoch)
-    with bar:
-        while epoch < max_epochs and not stopped_early:
-            t0 = time.monotonic()
-            torch.manual_seed(seed + epoch)  # dropout of this epoch
-            gen = torch.Generator().manual_seed(seed * SHUFFLE_SEED_MULT + epoch)
-            order = torch.randperm(spans.shape[0], generator=gen).numpy()
-            model.train()
-            total, weight = 0.0, 0.0
-            for s in range(0, len(order), bs):
-                batch = collate(train, spans[order[s : s + bs]], scaler)
-                x, y, mask = (batch[k].to(device) for k in ("x", "y", "mask"))
-                for group in optimizer.param_groups:
-                    group["lr"] = _lr_at(step, settings)
-                optimizer.zero_grad(set_to_none=True)
-                with _autocast(device, use_amp):
-                    out = model(x, batch["lengths"])
-                loss = masked_mse(out, y, mask)
-                if not torch.isfinite(loss):
-                    raise AffpipeError(
-                        f"training diverged: the loss is {loss.item()} at epoch {epoch + 1}",
-                        path=checkpoint,
-                        hint="lower regression.lr or set regression.grad_clip_norm",
-                    )
-                grad_scaler.scale(loss).backward()
-                if clip:
-                    grad_scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), float(clip))
-                grad_scaler.step(optimizer)
-                grad_scaler.update()
-                step += 1
-                n = float(mask.sum().item())
-                total += loss.item() * n
-                weight += n
-            epoch += 1
-            record: dict[str, float] = {"epoch": epoch, "train_mse": total / max(weight, 1.0),
-                                        "lr": _lr_at(step, settings), "steps": step}
-            if devel:
-                preds = [predict_video(model, v, scaler, settings, device=device) for v in devel]
-                scores = devel_scores(preds, devel)
-                record.update({f"devel_{k}": v for k, v in scores.items()})
-            if selection == "devel":
-                metric = settings["selection_metric"]
-                score = record["devel_ccc_mean"] if metric == "ccc_mean" else -record["devel_mse"]
-            else:
-                score = float(epoch)
-            if score > best_score + (float(settings["min_delta"]) if selection == "devel" else 0.0):
-                best_score, best_epoch, since_best = float(score), epoch, 0
-                best_state = _clone_state(model)
-            else:
-                since_best += 1
-            record["seconds"] = time.monotonic() - t0
-            record = {k: float(v) for k, v in record.items()}  # plain floats: the checkpoint is weights_only
-            record["epoch"] = int(record["epoch"])
-            record["steps"] = int(record["steps"])
-            history.append(record)
-            if selection == "devel" and patience and since_best >= patience:
-                stopped_early = True
-            _save_checkpoint(checkpoint, {
-                "format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "fingerprint": fp,
-                "epoch": epoch, "step": step, "model": _clone_state(model),
-                "optimizer": optimizer.state_dict(), "grad_scaler": grad_scaler.state_dict() if use_amp else {},
-                "best_model": best_state, "best_epoch": best_epoch, "best_score": best_score,
-                "since_best": since_best, "stopped_early": stopped_early, "history": history,
-                "scaler": scaler.state(),
-            })
-            bar.update(1)
-            log.info(
-                "epoch %d: train MSE %.4f%s (%.1f s)%s", epoch, record["train_mse"],
-                "".join(f", devel CCC {n} {record[f'devel_ccc_{n}']:.3f}" for n in OUTPUT_DIMENSIONS) if devel else "",
-                record["seconds"], "  *best*" if best_epoch == epoch else "",
-            )
-            if on_epoch_end is not None:
-                on_epoch_end(epoch, record)
-    if stopped_early:
-        log.info("early stop: no devel improvement for %d epochs; best epoch %d", patience, best_epoch)
-    model.load_state_dict(best_state)
-    model.eval()
-    notes = []
-    best = next((h for h in history if h["epoch"] == best_epoch), None)
-    if best is not None and devel:
-        for name in OUTPUT_DIMENSIONS:
-            sp, st = best.get(f"devel_std_pred_{name}"), best.get(f"devel_std_true_{name}")
-            if sp is not None and st and sp < COLLAPSE_STD_RATIO * st:
-                note = (f"{name}: the selected model's devel predictions are nearly constant (std {sp:.4g} vs "
-                        f"label std {st:.4g}): the model has collapsed to the mean for this dimension")
-                log.warning(note)
-                notes.append(note)
-    return FitResult(model=model, scaler=scaler, best_epoch=best_epoch, best_score=best_score,
-                     history=history, stopped_early=stopped_early, n_windows=int(spans.shape[0]),
-                     resumed_from_epoch=resumed_from, notes=notes)
+
+    def train_epoch(epoch: int) -> dict[str, float]:
+        order = torch.randperm(spans.shape[0], generator=epoch_generator(seed, epoch)).numpy()
+        total, weight = 0.0, 0.0
+        for s in range(0, len(order), bs):
+            batch = collate(train, spans[order[s : s + bs]], loop.scaler)
+            x, y, mask = (batch[k].to(device) for k in ("x", "y", "mask"))
+            for group in optimizer.param_groups:
+                group["lr"] = _lr_at(loop.step, settings)
+            optimizer.zero_grad(set_to_none=True)
+            with _autocast(device, use_amp):
+                out = model(x, batch["lengths"])
+            loss = masked_mse(out, y, mask)
+            check_finite_loss(loss, epoch=epoch, checkpoint=checkpoint)
+            grad_scaler.scale(loss).backward()
+            if clip:
+                grad_scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), float(clip))
+            grad_scaler.step(optimizer)
+            grad_scaler.update()
+            loop.step += 1
+            n = float(mask.sum().item())
+            total += loss.item() * n
+            weight += n
+        return {"train_mse": total / max(weight, 1.0), "lr": _lr_at(loop.step, settings)}
+
+    def predict(v: VideoData) -> np.ndarray:
+        return predict_video(model, v, loop.scaler, settings, device=device)
+
+    return loop.run(train_epoch, predict, devel, n_windows=spans.shape[0], on_epoch_end=on_epoch_end)
+
+
+def check_finite_loss(loss: torch.Tensor, *, epoch: int, checkpoint: Path) -> None:
+    """:class:`AffpipeError` naming the epoch when the training loss is not finite (divergence)."""
+    if not torch.isfinite(loss):
+        raise AffpipeError(
+            f"training diverged: the loss is {loss.item()} at epoch {epoch + 1}",
+            path=checkpoint,
+            hint="lower regression.lr or set regression.grad_clip_norm",
+        )
