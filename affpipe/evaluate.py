@@ -12,6 +12,11 @@ per experiment, partition and dimension:
 * counts: videos, frames, labelled frames, and the share of scored frames whose prediction was
   *filled* (no feature at that frame, see :mod:`affpipe.regress.fill`).
 
+An experiment whose predictions were median-filtered (``regression.median_filter``; the file then
+also has ``<dim>_pred_raw`` columns) is scored twice: the filtered predictions as above, and the
+unfiltered ones under ``partitions_unfiltered`` (same layout as ``partitions``) and in the
+``summary.ccc_unfiltered`` block; ``postprocessing`` describes the filter.
+
 Only labelled frames (label not NaN) are scored, per dimension. A partition without any labelled
 frame (e.g. SEMAINE's test set, whose labels are not distributed) is listed with ``scored: false``.
 Predictions are never dropped: every frame has a finite prediction, which is checked.
@@ -19,6 +24,7 @@ Predictions are never dropped: every frame has a finite prediction, which is che
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -51,6 +57,7 @@ class ExperimentPredictions:
     meta: dict[str, str] = field(default_factory=dict)
     source: str = ""
     time_s: np.ndarray | None = None
+    pred_raw: np.ndarray | None = None  # (n, 2) float64: predictions before a median filter, if one was applied
 
     def videos(self) -> list[str]:
         return list(dict.fromkeys(self.video.tolist()))
@@ -76,6 +83,11 @@ def check_predictions(p: ExperimentPredictions) -> None:
     bad = sorted(set(p.partition.tolist()) - set(PARTITIONS))
     if bad:
         raise PredictionsError(f"unknown partition(s) {', '.join(map(str, bad))}")
+    if p.pred_raw is not None:
+        if p.pred_raw.shape != (n, 2):
+            raise PredictionsError(f"unfiltered predictions must be ({n}, 2), got {p.pred_raw.shape}")
+        if not np.all(np.isfinite(p.pred_raw)):
+            raise PredictionsError("unfiltered predictions (<dim>_pred_raw) are not all finite")
     if not np.all(np.isfinite(p.pred)):
         rows = np.flatnonzero(~np.all(np.isfinite(p.pred), axis=1))
         ex = ", ".join(f"{p.video[i]}:{p.frame[i]}" for i in rows[:5])
@@ -183,8 +195,8 @@ def config_hash(experiments: Mapping[str, Mapping[str, Any]], settings: Mapping[
 def experiment_info(p: ExperimentPredictions) -> dict[str, Any]:
     """What an experiment is, from its predictions file's metadata."""
     m = p.meta
-    keys = ("label", "input", "regressor", "backbone", "fill_rule", "fill_description", "selected_epoch",
-            "settings_sha256", "created", "affpipe_version")
+    keys = ("label", "input", "regressor", "backbone", "fill_rule", "fill_description", "postprocessing",
+            "selected_epoch", "settings_sha256", "created", "affpipe_version")
     info = {k: m.get(k) or None for k in keys}
     if info["selected_epoch"] is not None:
         info["selected_epoch"] = int(info["selected_epoch"])
@@ -212,16 +224,26 @@ def build_report(
     infos = {p.name: experiment_info(p) for p in experiments}
     exps: dict[str, Any] = {}
     summary: dict[str, Any] = {}
-    for p in experiments:
-        parts = {part: score_partition(p, part) for part in partitions}
-        exps[p.name] = {**infos[p.name], "partitions": parts}
-        summary[p.name] = {
+    summary_raw: dict[str, Any] = {}
+
+    def ccc_summary(parts: Mapping[str, Any]) -> dict[str, Any]:
+        return {
             part: {
                 name: (d["concatenated"]["ccc"] if d.get("scored") else None)
                 for name, d in res["dimensions"].items()
             }
             for part, res in parts.items()
         }
+
+    for p in experiments:
+        parts = {part: score_partition(p, part) for part in partitions}
+        exps[p.name] = {**infos[p.name], "partitions": parts}
+        summary[p.name] = ccc_summary(parts)
+        if p.pred_raw is not None:
+            raw = dataclasses.replace(p, pred=p.pred_raw, pred_raw=None)
+            parts_raw = {part: score_partition(raw, part) for part in partitions}
+            exps[p.name]["partitions_unfiltered"] = parts_raw
+            summary_raw[p.name] = ccc_summary(parts_raw)
     definition = {name: {k: infos[name][k] for k in ("input", "regressor", "backbone", "fill_rule", "settings_sha256")}
                   for name in infos}
     return {
@@ -241,6 +263,9 @@ def build_report(
         "summary": {
             "what": "CCC (population), concatenated over the partition's videos; null = partition not labelled",
             "ccc": summary,
+            **({"ccc_unfiltered": summary_raw,
+                "ccc_unfiltered_what": "the same CCC of the predictions before the experiment's median filter "
+                "(only experiments with one; see experiments.<name>.postprocessing)"} if summary_raw else {}),
         },
         "experiments": exps,
     }

@@ -329,9 +329,30 @@ def regress_labels(wildcards):
 
 
 def regress_features(wildcards):
-    """Every video's features store of the experiment's input."""
+    """Every video's features store of the experiment's input (and static store, when the regressor
+    reads the aligned landmarks, e.g. `regression.multilevel.landmarks`)."""
     folder = _features_dir(wildcards.ds, experiment_entry(wildcards)["input"])
-    return [f"{folder}/{v}.h5" for v in video_ids(wildcards.ds)]
+    files = [f"{folder}/{v}.h5" for v in video_ids(wildcards.ds)]
+    if _regress_reads_landmarks(wildcards):
+        files += [f"results/{wildcards.ds}/static/{v}.h5" for v in video_ids(wildcards.ds)]
+    return files
+
+
+def _regress_reads_landmarks(wildcards):
+    """Whether the experiment's regressor asks for the static stores' aligned landmarks."""
+    from affpipe.regress.data import LANDMARKS_INPUT
+    from affpipe.regress.models import get_regressor
+
+    spec = get_regressor(experiment_entry(wildcards)["regressor"])
+    if spec.inputs is None:
+        return False
+    try:
+        settings = regression_settings(wildcards)
+        if spec.prepare_settings is not None:
+            settings = spec.prepare_settings(settings)
+        return LANDMARKS_INPUT in spec.inputs(settings)
+    except AffpipeError as err:
+        raise WorkflowError(f"{err} (dataset `{wildcards.ds}`, experiment `{wildcards.experiment}`)") from None
 
 
 def regress_args(wildcards):
@@ -343,6 +364,8 @@ def regress_args(wildcards):
         args += ["--label", entry["label"]]
     if entry["backbone"]:
         args += ["--backbone", entry["backbone"]]
+    if _regress_reads_landmarks(wildcards):
+        args += ["--static", f"results/{wildcards.ds}/static"]
     return " ".join(shlex.quote(a) for a in args)
 
 

@@ -35,6 +35,48 @@ def test_vgg16_matches_torchvision_layout_and_gives_fc6_features(vgg3):
             assert f.shape == (2, 4096) and (f >= 0).all()  # fc6 after ReLU
 
 
+@pytest.mark.parametrize("name,dims", [("vgg16", {"low": 128, "high": 512, "fc": 4096}),
+                                       ("small", {"low": 32, "high": 128, "fc": 256})])
+def test_taps_are_the_pooled_2nd_and_last_pool_and_fc(name, dims, vgg3):
+    net = vgg3 if name == "vgg16" else create_backbone("small", in_channels=3).eval()
+    net.eval()
+    assert net.tap_dims == dims
+    x = torch.randn(2, 3, 40, 40)
+    with torch.no_grad():
+        taps = net.forward_taps(x)
+        assert {k: tuple(v.shape) for k, v in taps.items()} == {k: (2, w) for k, w in dims.items()}
+        assert torch.equal(taps["fc"], net.forward_features(x))  # fc is exactly the features
+        # by hand: the spatial mean of the 2nd and of the last max-pooling layer's output
+        if name == "vgg16":
+            pools = [m for m in net.features if isinstance(m, torch.nn.MaxPool2d)]
+            maps, h = {}, x
+            for m in net.features:
+                h = m(h)
+                if m is pools[1]:
+                    maps["low"] = h
+            maps["high"] = h
+            assert maps["low"].shape[1:] == (128, 10, 10) and maps["high"].shape[1:] == (512, 1, 1)
+        else:
+            low = net.blocks[0](net.stem(x))
+            maps = {"low": low, "high": net.blocks[2](net.blocks[1](low))}
+            assert maps["low"].shape[1:] == (32, 5, 5) and maps["high"].shape[1:] == (128, 1, 1)
+        for k in ("low", "high"):
+            assert torch.allclose(taps[k], maps[k].mean(dim=(2, 3)), atol=1e-6)
+
+
+def test_two_branch_taps_are_concatenated_per_tap():
+    torch.manual_seed(0)
+    m = PerFrameRegressor("small", branch_channels=[3, 9], dropout=0.0).eval()
+    a, b = torch.randn(3, 3, 32, 32), torch.randn(3, 9, 32, 32)
+    with torch.no_grad():
+        taps = m.forward_taps([a, b])
+        ta, tb = m.branches[0].forward_taps(a), m.branches[1].forward_taps(b)
+        for k in bb.TAP_NAMES:
+            assert torch.equal(taps[k], torch.cat([ta[k], tb[k]], 1))
+        assert torch.equal(taps["fc"], m.forward_features([a, b]))
+    assert m.tap_dims == {"low": 64, "high": 256, "fc": 512}
+
+
 def test_small_backbone_and_factory_errors():
     net = create_backbone("small", in_channels=9)
     assert net.forward_features(torch.randn(3, 9, 48, 48)).shape == (3, bb.SMALL_FEATURES)

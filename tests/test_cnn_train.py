@@ -115,6 +115,33 @@ def test_cli_two_branch_train_and_features(root, tmp_path):
             f = net.forward_features(xs)
             assert torch.allclose(net.forward_head(f)[0], torch.from_numpy(pred[row]), atol=1e-5)
         assert np.allclose(feats[row], f[0].numpy(), rtol=2e-3, atol=1e-3)  # float16 storage
+        # multi-level taps (cnn.store_taps, default on): same rows, same dtype, NaN where invalid,
+        # the network's forward_taps on that row; fc is `features` itself
+        low, high = r["tap_low"][:], r["tap_high"][:]
+        assert low.shape == (d.n_rows, 2 * 32) and high.shape == (d.n_rows, 2 * 128) and low.dtype == np.float16
+        assert np.isnan(low[~r.valid]).all() and np.isfinite(high[r.valid]).all()
+        with torch.no_grad():
+            taps = net.forward_taps(xs)
+        assert torch.equal(taps["fc"], f)
+        assert np.allclose(low[row], taps["low"][0].numpy(), rtol=2e-3, atol=1e-3)
+        assert np.allclose(high[row], taps["high"][0].numpy(), rtol=2e-3, atol=1e-3)
+    # read back by the regression stage: the asked-for datasets' columns concatenated per valid row
+    from affpipe.regress.data import FeatureSource
+
+    src = FeatureSource(out, dataset=("features", "tap_high", "tap_low"))
+    assert src.groups == [("features", 512), ("tap_high", 256), ("tap_low", 64)] and src.dim == 832
+    with StoreReader(out) as r:
+        v = r.valid
+        want = np.concatenate([r["features"][:][v], r["tap_high"][:][v], r["tap_low"][:][v]], axis=1)
+    assert np.array_equal(src.rows(0, len(src)), want)
+    # cnn.store_taps: false -> features and pred only
+    out2 = tmp_path / "features" / "test_0_notaps.h5"
+    run(["cnn-features", "--model", model, "--dynamic", root / "dynamic" / "test_0.h5", "--out", out2, "--settings",
+         json.dumps({**FAST, "store_taps": False})])
+    with StoreReader(out2, stage="features") as r:
+        assert "features" in r and "tap_low" not in r and "tap_high" not in r
+    with pytest.raises(AffpipeError, match=r"test_0_notaps\.h5: features store has no `tap_low` dataset.*cnn\.store_taps"):
+        FeatureSource(out2, dataset=("features", "tap_low"))
 
 
 def test_cli_mdr_and_clear_errors(root, tmp_path, capsys):

@@ -18,6 +18,15 @@ Backbones (:data:`BACKBONES`, built by :func:`create_backbone`):
   feature layer. About 0.62 M parameters and 15 M multiply-adds at 112x112 (VGG-16 at 224: 15.5 G):
   it trains from scratch on the demo's few thousand frames on a CPU.
 
+Taps (:meth:`Backbone.forward_taps`, for the multi-level CNN-RNN of Kollias & Zafeiriou): besides the
+``fc`` features, the output of the **2nd pooling layer** (``low``) and of the **last pooling layer**
+(``high``), each global-average-pooled over its spatial positions to one value per channel. The
+paper feeds the 2nd pool (after the 4th convolution of VGG-Face) and the last pool (after the 13th)
+to their own GRUs; flattening them (VGG-16 at 224x224: 56x56x128 and 7x7x512 values) is too large to
+store per frame, so both are reduced by global average pooling (the NOTES decision for the 2nd pool,
+extended to the last pool here for the same reason). Widths (:attr:`Backbone.tap_dims`): VGG-16
+low 128, high 512, fc 4096; small low 32 (after block 1), high 128 (after block 3), fc 256.
+
 No weights are ever downloaded: without ``weights`` a network starts from its seeded initialisation.
 """
 
@@ -54,6 +63,11 @@ SMALL_POOL = 4
 SMALL_FEATURES = 256
 SMALL_MIN_SIZE = 32  # five 2x downsamplings (stem stride, stem pool, three block pools)
 
+#: Names of the taps of :meth:`Backbone.forward_taps`, from the lowest layer to the highest.
+TAP_NAMES = ("low", "high", "fc")
+#: Index (in ``VGG16.features``) of the 2nd max-pooling layer (after conv 4 = conv2_2).
+VGG_LOW_TAP_INDEX = 9
+
 
 class Backbone(nn.Module):
     """Base class: ``forward_features(x) -> (B, num_features)``; ``forward`` is the same."""
@@ -68,8 +82,34 @@ class Backbone(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def forward_taps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:  # pragma: no cover - abstract
+        """Multi-level features of one batch.
+
+        Parameters
+        ----------
+        x : (B, C, H, W) float32
+
+        Returns
+        -------
+        dict of str to Tensor
+            ``low`` (B, tap_dims["low"]): the 2nd pooling layer's output, global-average-pooled;
+            ``high`` (B, tap_dims["high"]): the last pooling layer's output, global-average-pooled;
+            ``fc`` (B, num_features): exactly :meth:`forward_features`.
+        """
+        raise NotImplementedError
+
+    @property
+    def tap_dims(self) -> dict[str, int]:
+        """Width of each tap of :meth:`forward_taps`, in :data:`TAP_NAMES` order."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_features(x)
+
+
+def global_average_pool(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C): mean over the spatial positions."""
+    return x.mean(dim=(2, 3))
 
 
 class VGG16(Backbone):
@@ -110,6 +150,16 @@ class VGG16(Backbone):
         x = self.avgpool(self.features(x))
         return torch.relu(self.fc6(torch.flatten(x, 1)))
 
+    @property
+    def tap_dims(self) -> dict[str, int]:
+        return {"low": VGG16_BLOCKS[1][-1], "high": VGG16_BLOCKS[-1][-1], "fc": self.num_features}
+
+    def forward_taps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        low = self.features[: VGG_LOW_TAP_INDEX + 1](x)
+        last = self.features[VGG_LOW_TAP_INDEX + 1 :](low)
+        fc = torch.relu(self.fc6(torch.flatten(self.avgpool(last), 1)))
+        return {"low": global_average_pool(low), "high": global_average_pool(last), "fc": fc}
+
 
 class SmallCNN(Backbone):
     """A small conv-BN-ReLU network for CPU demos (256-D features; module docstring).
@@ -144,6 +194,17 @@ class SmallCNN(Backbone):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.pool(self.blocks(self.stem(x)))
         return torch.relu(self.fc(torch.flatten(x, 1)))
+
+    @property
+    def tap_dims(self) -> dict[str, int]:
+        return {"low": SMALL_CHANNELS[1], "high": SMALL_CHANNELS[-1], "fc": self.num_features}
+
+    def forward_taps(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        # the stem ends with the 1st pooling layer, block 1 with the 2nd, block 3 with the last
+        low = self.blocks[0](self.stem(x))
+        last = self.blocks[1:](low)
+        fc = torch.relu(self.fc(torch.flatten(self.pool(last), 1)))
+        return {"low": global_average_pool(low), "high": global_average_pool(last), "fc": fc}
 
 
 #: Backbone constructors by name, with the smallest input side each accepts.
@@ -244,6 +305,26 @@ class PerFrameRegressor(nn.Module):
             raise ValueError(f"model has {len(self.branches)} branches, got {len(xs)} inputs")
         feats = [b.forward_features(x) for b, x in zip(self.branches, xs)]
         return feats[0] if len(feats) == 1 else torch.cat(feats, dim=1)
+
+    @property
+    def tap_dims(self) -> dict[str, int]:
+        """Width of each tap of :meth:`forward_taps` (summed over the branches)."""
+        return {name: sum(b.tap_dims[name] for b in self.branches) for name in TAP_NAMES}
+
+    def forward_taps(self, xs: Sequence[torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Every tap of every branch, each concatenated over the branches (branch order).
+
+        Returns
+        -------
+        dict of str to Tensor
+            ``low``, ``high``, ``fc`` with shapes ``(B, tap_dims[name])``; ``fc`` equals
+            :meth:`forward_features`.
+        """
+        if len(xs) != len(self.branches):
+            raise ValueError(f"model has {len(self.branches)} branches, got {len(xs)} inputs")
+        taps = [b.forward_taps(x) for b, x in zip(self.branches, xs)]
+        return {name: taps[0][name] if len(taps) == 1 else torch.cat([t[name] for t in taps], dim=1)
+                for name in TAP_NAMES}
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """(valence, arousal) from features, ``(B, 2)``."""

@@ -1,7 +1,8 @@
 """``affpipe cnn-features``: features and per-frame predictions of a trained CNN for one video.
 
 Writes ``results/{ds}/features/{input}/{video}.h5`` (layout in :mod:`affpipe.cnn.extract`): one row per
-row of the input's primary store, ``frame``, ``valid``, ``features`` (n, D) and ``pred`` (n, 2).
+row of the input's primary store, ``frame``, ``valid``, ``features`` (n, D), ``pred`` (n, 2) and (``cnn.store_taps``)
+the multi-level taps ``tap_low`` and ``tap_high``.
 
 Example::
 
@@ -21,7 +22,8 @@ from affpipe.commands.cnn_train import add_store_args, store_paths
 log = logging.getLogger(__name__)
 
 #: Settings this command uses; everything else (architecture, scaling) comes from the model file.
-EXTRACTION_KEYS = ("device", "amp", "eval_batch_size", "feature_dtype", "loader_workers", "seed", "deterministic")
+EXTRACTION_KEYS = ("device", "amp", "eval_batch_size", "feature_dtype", "store_taps", "loader_workers", "seed",
+                   "deterministic")
 
 
 def register(subparsers) -> None:
@@ -63,12 +65,14 @@ def handler(args: argparse.Namespace) -> int:
     _, bs_eval = batch_sizes(settings, device)
     workers = min(int(settings["loader_workers"]), max(0, args.threads - 1))
     model.to(device)
+    taps = bool(settings["store_taps"])
     n, blocks = extract_video(model, meta, VideoStores(video, paths), device=device, batch_size=bs_eval, amp=amp,
-                              workers=workers)
+                              workers=workers, taps=taps)
     # provenance: the model's training settings, with the extraction keys of this run
     used = {**meta.get("settings", {}), **{k: settings[k] for k in EXTRACTION_KEYS}}
     counts = write_features(args.out, blocks, dim=int(meta["num_features"]), meta=meta, settings=used,
-                            inputs=[args.model, *paths.values()], dtype=settings["feature_dtype"], video=video)
+                            inputs=[args.model, *paths.values()], dtype=settings["feature_dtype"], video=video,
+                            tap_dims=model.tap_dims if taps else None)
     log.info("cnn-features: wrote %s: %d rows (%d valid), %d-D %s features of %s (%s, epoch %d), device %s", args.out,
              counts["rows"], counts["valid"], meta["num_features"], settings["feature_dtype"], meta["input"],
              meta["backbone"], meta["epoch"], device)

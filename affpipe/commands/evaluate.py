@@ -89,6 +89,8 @@ def read_predictions(path: Path, name: str):
         meta=meta,
         source=str(path),
         time_s=col("time_s").astype(np.float64) if "time_s" in table.column_names else None,
+        pred_raw=np.stack([col(f"{d}_pred_raw").astype(np.float64) for d in OUTPUT_DIMENSIONS], axis=1)
+        if all(f"{d}_pred_raw" in table.column_names for d in OUTPUT_DIMENSIONS) else None,
     )
     try:
         check_predictions(p)
@@ -155,4 +157,11 @@ def handler(args: argparse.Namespace) -> int:
             for part, dims in parts.items()
         )
         log.info("%s CCC (concatenated): %s", name, text)
+        raw = report["summary"].get("ccc_unfiltered", {}).get(name)
+        if raw is not None:
+            text = "; ".join(
+                f"{part} " + ", ".join(f"{d} {v:.3f}" if v is not None else f"{d} n/a" for d, v in dims.items())
+                for part, dims in raw.items()
+            )
+            log.info("%s CCC before the median filter: %s", name, text)
     return 0

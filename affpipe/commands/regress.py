@@ -35,7 +35,11 @@ def register(subparsers) -> None:
     p.add_argument("--features", required=True, type=Path, help="folder of the features stores, results/DS/features/INPUT")
     p.add_argument("--labels", required=True, type=Path, help="folder of the label files, results/DS/labels")
     p.add_argument("--input", required=True, help="input representation of the features (recorded; e.g. dfm, dfa+dfs)")
-    p.add_argument("--regressor", default="bgru", help="regressor name (bgru; cnn/none = the CNN's per-frame predictions)")
+    p.add_argument("--regressor", default="bgru",
+                   help="regressor name (bgru; cnn/none = the CNN's per-frame predictions; multilevel = the multi-level CNN-RNN)")
+    p.add_argument("--static", type=Path, default=None,
+                   help="folder of the static stores, results/DS/static (aligned landmarks; read only when the "
+                   "regressor asks for them, e.g. regression.multilevel.landmarks: true)")
     p.add_argument("--experiment", default=None, help="experiment name (default: the output's folder name)")
     p.add_argument("--label", default=None, help="display name for reports (default: the experiment name)")
     p.add_argument("--backbone", default=None, help="check that the features come from this backbone")
@@ -65,6 +69,7 @@ def handler(args: argparse.Namespace) -> int:
         manifest=args.manifest,
         features_dir=args.features,
         labels_dir=args.labels,
+        static_dir=args.static,
     )
     summary_out = args.summary or args.out.with_name("training.json")
     run_experiment(exp, settings, out=args.out, summary_out=summary_out, threads=args.threads)

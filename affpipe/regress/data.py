@@ -7,10 +7,20 @@ Inputs (the contracts of the earlier stages):
   (float32, NaN = unlabelled).
 * ``results/{ds}/features/{input}/{video}.h5`` (an affpipe HDF5 store): ``features`` (n, D)
   float16/float32, ``frame`` (n,) int32, ``valid`` (n,) bool and, from the per-frame CNN,
-  optionally ``pred`` (n, 2) = its own (valence, arousal) prediction.
+  optionally ``pred`` (n, 2) = its own (valence, arousal) prediction and the multi-level taps
+  ``tap_low`` (n, D_low) and ``tap_high`` (n, D_high) (:mod:`affpipe.cnn.extract`).
+* optionally ``results/{ds}/static/{video}.h5``: ``landmarks`` (n, 68, 2), the 68 aligned landmarks
+  per frame (a regressor that asks for the pseudo-dataset ``landmarks`` gets them flattened to 136
+  columns, (x, y) per point, at each feature row's frame).
+
+A regressor reads one or more datasets of the features store (:attr:`FeatureSource.groups`); their
+columns are concatenated per row in the order asked for, so the generic trainer sees one (k, D)
+matrix per video and the regressor splits it again by :attr:`FeatureSource.groups`.
 
 Only valid rows are used. A valid row whose frame lies beyond the labels file (a label track
-shorter than the video) cannot be scored and is left out; the number is counted and reported.
+shorter than the video) cannot be scored and is left out; the number is counted and reported. With
+landmarks, a valid row whose frame has no valid landmarks in the static store is left out too
+(counted in :attr:`FeatureSource.no_landmarks`): nothing is invented.
 
 Memory: a video's valid feature rows are either read into RAM once (:meth:`FeatureSource.load`,
 in the stored dtype) or read from the file on demand, window by window (:meth:`FeatureSource.rows`),
@@ -27,13 +37,19 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from affpipe.errors import AffpipeError, DatasetError
+from affpipe.errors import AffpipeError, ConfigError, DatasetError
 
 log = logging.getLogger(__name__)
 
 LABEL_COLUMNS = ("valence", "arousal")
 FEATURES_DATASET = "features"
 PRED_DATASET = "pred"
+#: multi-level taps of the per-frame CNN (``cnn.store_taps``)
+TAP_DATASETS = ("tap_low", "tap_high")
+#: pseudo-dataset: the aligned landmarks of the static store, flattened
+LANDMARKS_INPUT = "landmarks"
+#: landmarks per frame and coordinates per landmark in the static store
+N_LANDMARKS, LANDMARK_COORDS = 68, 2
 #: HDF5 chunk cache per open features file when reading on demand (bytes)
 CHUNK_CACHE_BYTES = 64 * 1024 * 1024
 GIB = 1024 ** 3
@@ -106,11 +122,17 @@ class FeatureSource:
     ----------
     path : path
         ``results/{ds}/features/{input}/{video}.h5``.
-    dataset : str
-        ``"features"`` (sequence regressors) or ``"pred"`` (per-frame CNN predictions).
+    dataset : str or sequence of str
+        ``"features"`` (sequence regressors), ``"pred"`` (per-frame CNN predictions), or several
+        datasets of the store (e.g. ``("features", "tap_high", "tap_low")``) whose columns are
+        concatenated per row in this order.
     max_frame : int, optional
         Rows whose frame is ``>= max_frame`` are left out (beyond the labels); counted in
         :attr:`beyond`.
+    landmarks : path, optional
+        A static store (``results/{ds}/static/{video}.h5``): its aligned landmarks at each row's
+        frame are appended as 136 more columns (group ``landmarks``); rows without valid landmarks
+        are left out (:attr:`no_landmarks`).
 
     Attributes
     ----------
@@ -118,38 +140,55 @@ class FeatureSource:
         Frames of the used valid rows, strictly increasing.
     dim : int
         Row width (D).
+    groups : list of (str, int)
+        ``(dataset, width)`` of the column groups of a row, in order (widths sum to ``dim``).
     beyond : int
         Valid rows left out because their frame is beyond the labels.
+    no_landmarks : int
+        Valid rows left out because their frame has no valid landmarks (only with ``landmarks``).
     attrs : dict
         The store's file attributes (provenance; e.g. the backbone).
     """
 
-    def __init__(self, path: str | os.PathLike, *, dataset: str = FEATURES_DATASET, max_frame: int | None = None):
+    def __init__(self, path: str | os.PathLike, *, dataset: str | tuple[str, ...] = FEATURES_DATASET,
+                 max_frame: int | None = None, landmarks: str | os.PathLike | None = None):
         from affpipe.io.h5store import StoreReader
 
         self.path = Path(path)
-        self.dataset = dataset
+        self.datasets = (dataset,) if isinstance(dataset, str) else tuple(dataset)
+        if not self.datasets or LANDMARKS_INPUT in self.datasets:
+            raise ValueError(f"dataset must name one or more datasets of the features store, got {dataset!r}")
+        self.dataset = "+".join(self.datasets)
+        self.groups: list[tuple[str, int]] = []
+        dtypes = []
         with StoreReader(self.path) as reader:
-            if dataset not in reader:
-                if dataset == PRED_DATASET:
+            for name in self.datasets:
+                if name not in reader:
+                    if name == PRED_DATASET:
+                        raise AffpipeError(
+                            "features store has no `pred` dataset (the per-frame CNN's own predictions)",
+                            path=self.path,
+                            hint="the `cnn` regressor needs a features store written with predictions; "
+                            "use a sequence regressor such as `bgru` for this input",
+                        )
+                    if name in TAP_DATASETS:
+                        raise AffpipeError(
+                            f"features store has no `{name}` dataset (a multi-level tap of the per-frame CNN)",
+                            path=self.path,
+                            hint="re-extract the features with cnn.store_taps: true (the default) for this regressor",
+                        )
+                    raise AffpipeError(f"features store has no `{name}` dataset", path=self.path)
+                ds = reader[name]
+                if ds.ndim != 2 or ds.dtype.kind != "f":
                     raise AffpipeError(
-                        "features store has no `pred` dataset (the per-frame CNN's own predictions)",
+                        f"dataset `{name}` must be (n, D) float16/float32, got shape {ds.shape} {ds.dtype}",
                         path=self.path,
-                        hint="the `cnn` regressor needs a features store written with predictions; "
-                        "use a sequence regressor such as `bgru` for this input",
                     )
-                raise AffpipeError(f"features store has no `{dataset}` dataset", path=self.path)
-            ds = reader[dataset]
-            if ds.ndim != 2 or ds.dtype.kind != "f":
-                raise AffpipeError(
-                    f"dataset `{dataset}` must be (n, D) float16/float32, got shape {ds.shape} {ds.dtype}",
-                    path=self.path,
-                )
-            if dataset == PRED_DATASET and ds.shape[1] != len(LABEL_COLUMNS):
-                raise AffpipeError(f"dataset `pred` must have 2 columns (valence, arousal), got {ds.shape[1]}",
-                                   path=self.path)
-            self.dim = int(ds.shape[1])
-            self.dtype = np.dtype(ds.dtype)
+                if name == PRED_DATASET and ds.shape[1] != len(LABEL_COLUMNS):
+                    raise AffpipeError(f"dataset `pred` must have 2 columns (valence, arousal), got {ds.shape[1]}",
+                                       path=self.path)
+                self.groups.append((name, int(ds.shape[1])))
+                dtypes.append(np.dtype(ds.dtype))
             self.attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in reader.h5.attrs.items()}
             frames = reader.frames.astype(np.int64)
             valid = reader.valid
@@ -162,7 +201,21 @@ class FeatureSource:
         if max_frame is not None:
             keep = frames[rows] < max_frame
         self.beyond = int((~keep).sum())
-        self.rows_in_file = rows[keep]
+        rows = rows[keep]
+        self.no_landmarks = 0
+        self.landmarks_path: Path | None = None
+        self._landmarks: np.ndarray | None = None
+        if landmarks is not None:
+            self.landmarks_path = Path(landmarks)
+            lm = read_landmarks(self.landmarks_path, frames[rows])
+            ok = np.all(np.isfinite(lm), axis=1)
+            self.no_landmarks = int((~ok).sum())
+            rows, self._landmarks = rows[ok], lm[ok]
+            self.groups.append((LANDMARKS_INPUT, N_LANDMARKS * LANDMARK_COORDS))
+            dtypes.append(np.dtype(np.float32))
+        self.dim = int(sum(w for _, w in self.groups))
+        self.dtype = np.result_type(*dtypes)
+        self.rows_in_file = rows
         self.frames = frames[self.rows_in_file]
         self._cache: np.ndarray | None = None
         self._h5 = None
@@ -192,8 +245,13 @@ class FeatureSource:
         if self._h5 is None:
             self._h5 = h5py.File(self.path, "r", rdcc_nbytes=CHUNK_CACHE_BYTES)
         idx = self.rows_in_file[a:b]
-        block = self._h5[self.dataset][int(idx[0]) : int(idx[-1]) + 1]
-        out = block[idx - idx[0]]
+        parts = []
+        for name in self.datasets:
+            block = self._h5[name][int(idx[0]) : int(idx[-1]) + 1]
+            parts.append(block[idx - idx[0]])
+        if self._landmarks is not None:
+            parts.append(self._landmarks[a:b])
+        out = parts[0] if len(parts) == 1 else np.concatenate([p.astype(self.dtype, copy=False) for p in parts], axis=1)
         if not np.all(np.isfinite(out)):
             bad = self.frames[a:b][~np.all(np.isfinite(out), axis=1)]
             raise AffpipeError(
@@ -213,6 +271,51 @@ class FeatureSource:
         if self._h5 is not None:
             self._h5.close()
             self._h5 = None
+
+
+def read_landmarks(path: str | os.PathLike, frames: np.ndarray) -> np.ndarray:
+    """Aligned landmarks of a static store at the given frames, flattened.
+
+    Parameters
+    ----------
+    path : path
+        ``results/{ds}/static/{video}.h5`` (dataset ``landmarks`` (n, 68, 2), aligned crop pixels).
+    frames : (k,) int
+        Video frames.
+
+    Returns
+    -------
+    (k, 136) float32
+        ``x0, y0, x1, y1, ...`` per frame; NaN rows where the frame has no row or no valid face.
+    """
+    from affpipe.io.h5store import STATIC_STAGE, StoreReader
+
+    path = Path(path)
+    frames = np.asarray(frames, dtype=np.int64)
+    out = np.full((frames.size, N_LANDMARKS * LANDMARK_COORDS), np.nan, dtype=np.float32)
+    try:
+        reader = StoreReader(path, stage=STATIC_STAGE)
+    except AffpipeError as exc:
+        raise AffpipeError(f"cannot read the aligned landmarks: {exc}", path=path,
+                           hint="regression.multilevel.landmarks needs the static stores (affpipe regress --static)") from None
+    with reader:
+        if LANDMARKS_INPUT not in reader:
+            raise AffpipeError("static store has no `landmarks` dataset", path=path)
+        ds = reader[LANDMARKS_INPUT]
+        if ds.shape[1:] != (N_LANDMARKS, LANDMARK_COORDS):
+            raise AffpipeError(f"`landmarks` must be (n, {N_LANDMARKS}, {LANDMARK_COORDS}), got {ds.shape}", path=path)
+        sframes = reader.frames.astype(np.int64)
+        svalid = reader.valid.astype(bool)
+        if sframes.size == 0:
+            return out
+        if np.any(np.diff(sframes) <= 0):
+            raise AffpipeError("static store's `frame` is not strictly increasing", path=path)
+        pos = np.minimum(np.searchsorted(sframes, frames), sframes.size - 1)
+        hit = (sframes[pos] == frames) & svalid[pos]
+        if hit.any():
+            values = ds[...].reshape(sframes.size, -1).astype(np.float32)
+            out[hit] = values[pos[hit]]
+    return out
 
 
 @dataclass
@@ -241,11 +344,27 @@ class Inputs:
 
     features_dir: Path
     labels_dir: Path
-    dataset: str = FEATURES_DATASET
+    dataset: str | tuple[str, ...] = FEATURES_DATASET  # may include LANDMARKS_INPUT (read from static_dir)
     files: list[Path] = field(default_factory=list)  # every file read (provenance)
+    static_dir: Path | None = None  # results/{ds}/static, for LANDMARKS_INPUT
 
     def features_path(self, video: str) -> Path:
         return self.features_dir / f"{video}.h5"
+
+    def static_path(self, video: str) -> Path:
+        if self.static_dir is None:
+            raise ConfigError("this regressor reads the aligned landmarks (regression.multilevel.landmarks: true) "
+                              "but no static-store folder was given",
+                              hint="pass --static results/DS/static to `affpipe regress`, or set the landmarks key to false")
+        return Path(self.static_dir) / f"{video}.h5"
+
+    def split(self) -> tuple[tuple[str, ...], bool]:
+        """(datasets of the features store, whether the landmarks are appended)."""
+        names = (self.dataset,) if isinstance(self.dataset, str) else tuple(self.dataset)
+        with_lm = LANDMARKS_INPUT in names
+        if with_lm and names[-1] != LANDMARKS_INPUT:
+            raise ValueError(f"`{LANDMARKS_INPUT}` must come last in the inputs, got {names}")
+        return tuple(n for n in names if n != LANDMARKS_INPUT), with_lm
 
     def labels_path(self, video: str) -> Path:
         return self.labels_dir / f"{video}.parquet"
@@ -269,7 +388,10 @@ def load_videos(rows: Iterable[dict[str, Any]], inputs: Inputs, *, partitions: t
         video = row["video"]
         lpath, fpath = inputs.labels_path(video), inputs.features_path(video)
         labels = read_labels(lpath)
-        source = FeatureSource(fpath, dataset=inputs.dataset, max_frame=labels.n_frames)
+        names, with_lm = inputs.split()
+        spath = inputs.static_path(video) if with_lm else None
+        source = FeatureSource(fpath, dataset=names if len(names) > 1 else names[0], max_frame=labels.n_frames,
+                               landmarks=spath)
         if dim is None:
             dim, first = source.dim, fpath
         elif source.dim != dim:
@@ -281,7 +403,10 @@ def load_videos(rows: Iterable[dict[str, Any]], inputs: Inputs, *, partitions: t
         if source.beyond:
             log.warning("%s: %d valid rows lie beyond the %d frames of %s and are not used",
                         fpath, source.beyond, labels.n_frames, lpath)
-        inputs.files += [lpath, fpath]
+        if source.no_landmarks:
+            log.warning("%s: %d valid rows have no valid aligned landmarks in %s and are not used",
+                        fpath, source.no_landmarks, spath)
+        inputs.files += [lpath, fpath] + ([spath] if spath is not None else [])
         out.append(VideoData(video=video, partition=row["partition"], fps=float(row["fps"] or 0.0),
                              labels=labels, source=source))
     return out

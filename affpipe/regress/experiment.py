@@ -6,14 +6,21 @@ Order of events (the test partition is opened only after the model is final):
 2. sequence regressor: fit on train, select on devel (:func:`affpipe.regress.train.fit_sequence_model`);
    per-frame regressor (``cnn``): nothing to fit, the stored ``pred`` is the prediction;
 3. predict train and devel, then open and predict the test videos;
-4. fill the frames without a feature (:mod:`affpipe.regress.fill`) and write
+4. fill the frames without a feature (:mod:`affpipe.regress.fill`), optionally median-filter each
+   video's predictions (``regression.median_filter``, :mod:`affpipe.regress.postprocess`) and write
    ``predictions.parquet`` (one row per frame of every video) and a JSON summary of the run.
+
+A regressor may read other datasets of the features store than ``features`` (and the aligned
+landmarks of the static stores, ``exp.static_dir``) (``spec.inputs``) and train with its own values
+of some settings (``spec.prepare_settings``, applied first; the effective settings are recorded).
 
 ``predictions.parquet`` columns: ``video`` (string), ``partition`` (string), ``frame`` (int32),
 ``time_s`` (float64), ``valence_pred``, ``arousal_pred`` (float32, finite on every row),
 ``valence_true``, ``arousal_true`` (float32, NaN = unlabelled), ``filled`` (bool: no feature at
-this frame, the prediction comes from the fill rule). Its schema metadata holds the experiment,
-input, regressor, backbone, fill rule, selected epoch, the settings (JSON) and their hash.
+this frame, the prediction comes from the fill rule). With a median filter (a window > 1) the
+predictions are the filtered ones and ``valence_pred_raw``, ``arousal_pred_raw`` (float32) hold the
+unfiltered ones. Its schema metadata holds the experiment, input, regressor, backbone, fill rule,
+post-processing, selected epoch, the settings (JSON) and their hash.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import numpy as np
 from affpipe import __version__
 from affpipe.errors import AffpipeError, ConfigError
 from affpipe.regress import data as rdata
+from affpipe.regress import postprocess
 from affpipe.regress.fill import FILL_DESCRIPTIONS, NO_FEATURE_RULE, fill_predictions
 from affpipe.regress.models import OUTPUT_DIMENSIONS, get_regressor
 
@@ -62,11 +70,14 @@ class Experiment:
     manifest: Path
     features_dir: Path
     labels_dir: Path
+    static_dir: Path | None = None  # results/{ds}/static (aligned landmarks), for regressors that read them
 
 
-def predictions_schema():
+def predictions_schema(*, raw: bool = False):
+    """Columns of ``predictions.parquet`` (``raw``: with the unfiltered predictions of a median filter)."""
     import pyarrow as pa
 
+    raw_fields = [pa.field(f"{d}_pred_raw", pa.float32()) for d in OUTPUT_DIMENSIONS] if raw else []
     return pa.schema([
         pa.field("video", pa.string()),
         pa.field("partition", pa.string()),
@@ -77,6 +88,7 @@ def predictions_schema():
         pa.field("valence_true", pa.float32()),
         pa.field("arousal_true", pa.float32()),
         pa.field("filled", pa.bool_()),
+        *raw_fields,
     ])
 
 
@@ -147,12 +159,26 @@ def run_experiment(
 
     t_start = time.monotonic()
     spec = get_regressor(exp.regressor)
+    if spec.prepare_settings is not None:
+        settings = spec.prepare_settings(settings)
+    windows = [int(settings["median_filter"][d]) for d in OUTPUT_DIMENSIONS] if "median_filter" in settings \
+        else [postprocess.NO_FILTER] * len(OUTPUT_DIMENSIONS)
+    for d, w in zip(OUTPUT_DIMENSIONS, windows):
+        try:
+            postprocess.check_window(w, key=f"regression.median_filter.{d}")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+    filtering = postprocess.is_active(windows)
     torch.set_num_threads(max(1, int(threads)))
     rows = rdata.read_manifest(exp.manifest)
     if not rows:
         raise AffpipeError("the manifest lists no video", path=exp.manifest)
-    dataset = rdata.PRED_DATASET if spec.kind == "per_frame" else rdata.FEATURES_DATASET
-    inputs = rdata.Inputs(features_dir=Path(exp.features_dir), labels_dir=Path(exp.labels_dir), dataset=dataset)
+    if spec.inputs is not None:
+        dataset = tuple(spec.inputs(settings))
+    else:
+        dataset = rdata.PRED_DATASET if spec.kind == "per_frame" else rdata.FEATURES_DATASET
+    inputs = rdata.Inputs(features_dir=Path(exp.features_dir), labels_dir=Path(exp.labels_dir), dataset=dataset,
+                          static_dir=Path(exp.static_dir) if exp.static_dir is not None else None)
     fit_videos = rdata.load_videos(rows, inputs, partitions=("train", "devel"))
     train = [v for v in fit_videos if v.partition == "train"]
     devel = [v for v in fit_videos if v.partition == "devel"]
@@ -176,6 +202,12 @@ def run_experiment(
         "features_dir": os.fspath(exp.features_dir),
         "fill_rule": settings["fill"],
         "fill_description": FILL_DESCRIPTIONS[settings["fill"]] + "; " + NO_FEATURE_RULE,
+        "postprocessing": (
+            "running median over each video's frames after the fill rule, centred windows shrinking at the "
+            "video's ends: " + ", ".join(f"{d} {w} frames" for d, w in zip(OUTPUT_DIMENSIONS, windows))
+            + "; unfiltered predictions in <dim>_pred_raw"
+        ) if filtering else "none",
+        "inputs": list(dataset) if isinstance(dataset, tuple) else [dataset],
         "train_label_mean": dict(zip(OUTPUT_DIMENSIONS, map(float, fallback))),
         "notes": [],
     }
@@ -200,6 +232,7 @@ def run_experiment(
         model = result.model
         summary.update({
             "input_dim": train[0].source.dim,
+            "input_groups": [[name, width] for name, width in train[0].source.groups],
             "train_windows": result.n_windows,
             "selection": settings["selection"],
             "selection_metric": settings["selection_metric"] if settings["selection"] == "devel" else "last epoch",
@@ -231,6 +264,9 @@ def run_experiment(
         nonlocal beyond
         pred = predict(v)
         values, filled = fill_predictions(v.labels.n_frames, v.frames, pred, rule=settings["fill"], fallback=fallback)
+        raw = values
+        if filtering:
+            values = postprocess.median_filter_predictions(raw, windows=windows).astype(np.float32)
         stats = fill_stats.setdefault(v.partition, {"videos": 0, "frames": 0, "filled_frames": 0,
                                                     "videos_without_features": 0})
         stats["videos"] += 1
@@ -253,7 +289,9 @@ def run_experiment(
             "valence_true": pa.array(v.labels.values[:, 0]),
             "arousal_true": pa.array(v.labels.values[:, 1]),
             "filled": pa.array(filled),
-        }, schema=predictions_schema()))
+            **({f"{d}_pred_raw": pa.array(raw[:, j].astype(np.float32)) for j, d in enumerate(OUTPUT_DIMENSIONS)}
+               if filtering else {}),
+        }, schema=predictions_schema(raw=filtering)))
         v.source.unload()
         v.source.close()
 
@@ -264,7 +302,7 @@ def run_experiment(
         emit(v)
     order = {v: i for i, v in enumerate(r["video"] for r in rows)}
     tables.sort(key=lambda t: order[t["video"][0].as_py()] if t.num_rows else -1)
-    table = pa.concat_tables(tables) if tables else predictions_schema().empty_table()
+    table = pa.concat_tables(tables) if tables else predictions_schema(raw=filtering).empty_table()
     for part in fill_stats.values():
         part["filled_share"] = part["filled_frames"] / part["frames"] if part["frames"] else 0.0
     summary["fill"] = fill_stats
@@ -283,6 +321,7 @@ def run_experiment(
         "backbone": summary["backbone"] or "",
         "fill_rule": settings["fill"],
         "fill_description": summary["fill_description"],
+        "postprocessing": summary["postprocessing"],
         "selected_epoch": str(summary.get("selected_epoch", "")),
         "settings": json.dumps(dict(settings), sort_keys=True, default=str),
         "settings_sha256": summary["settings_sha256"],
@@ -325,6 +364,7 @@ def _save_model(path: Path, model, scaler, summary: Mapping[str, Any]) -> None:
         "regressor": summary["regressor"],
         "input": summary["input"],
         "input_dim": int(summary["input_dim"]),
+        "input_groups_json": json.dumps(summary.get("input_groups", [])),
         "settings_json": json.dumps(summary["settings"], sort_keys=True, default=str),
         "selected_epoch": int(summary.get("selected_epoch", 0)),
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},

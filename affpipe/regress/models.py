@@ -17,7 +17,8 @@ own names. One whose training differs from the generic masked-MSE loop (other lo
 branches, context sets) sets ``spec.fit`` to its own trainer with the signature of
 :func:`affpipe.regress.train.fit_sequence_model`.
 
-Registered here: ``bgru`` (the DFM paper's bidirectional GRU) and ``cnn`` (alias ``none``).
+Registered here: ``bgru`` (the DFM paper's bidirectional GRU), ``cnn`` (alias ``none``) and
+``multilevel`` (Kollias & Zafeiriou's CNN-3RNN on the stored CNN taps, :mod:`affpipe.regress.multilevel`).
 """
 
 from __future__ import annotations
@@ -62,6 +63,15 @@ class RegressorSpec:
         (a custom ``fit`` uses it for devel selection too).
     aliases : tuple of str
         Other names accepted for it.
+    inputs : callable, optional
+        ``inputs(settings) -> tuple of str``: the datasets of the features store the regressor reads,
+        their columns concatenated per row in this order (``"landmarks"``, last, = the aligned
+        landmarks of the static store; see :class:`affpipe.regress.data.FeatureSource`). None =
+        ``("features",)`` for ``kind="sequence"``, ``("pred",)`` for ``kind="per_frame"``.
+    prepare_settings : callable, optional
+        ``prepare_settings(settings) -> dict``: the ``regression`` settings the regressor trains,
+        predicts and post-processes with (e.g. its own ``seq_len`` replacing the top-level one);
+        applied once by :func:`affpipe.regress.experiment.run_experiment` and recorded.
     """
 
     name: str
@@ -72,6 +82,8 @@ class RegressorSpec:
     fit: Callable[..., Any] | None = None
     predict: Callable[..., Any] | None = None
     aliases: tuple[str, ...] = field(default_factory=tuple)
+    inputs: Callable[[Mapping[str, Any]], tuple[str, ...]] | None = None
+    prepare_settings: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
 
 
 REGRESSORS: dict[str, RegressorSpec] = {}
@@ -79,8 +91,8 @@ REGRESSORS: dict[str, RegressorSpec] = {}
 
 def register_regressor(spec: RegressorSpec) -> RegressorSpec:
     """Add ``spec`` to :data:`REGRESSORS` under its name and aliases."""
-    if spec.kind == "sequence" and spec.build is None:
-        raise ValueError(f"sequence regressor {spec.name!r} needs a build function")
+    if spec.kind == "sequence" and spec.build is None and spec.fit is None:
+        raise ValueError(f"sequence regressor {spec.name!r} needs a build function or its own fit")
     for key in (spec.name, *spec.aliases):
         if key in REGRESSORS:
             raise ValueError(f"regressor name {key!r} is already registered")
@@ -162,3 +174,21 @@ register_regressor(RegressorSpec(
     kind="per_frame",
     aliases=("none",),
 ))
+
+
+def _register_multilevel() -> None:
+    from affpipe.regress import multilevel
+
+    register_regressor(RegressorSpec(
+        name="multilevel",
+        description="multi-level CNN-RNN: one 2-layer GRU per CNN tap (2nd pool, last pool, fc), outputs "
+        "concatenated, CCC loss, median-filtered (Kollias & Zafeiriou)",
+        kind="sequence",
+        settings_key=multilevel.SETTINGS_KEY,
+        fit=multilevel.fit,
+        inputs=multilevel.input_datasets,
+        prepare_settings=multilevel.prepare_settings,
+    ))
+
+
+_register_multilevel()

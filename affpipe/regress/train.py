@@ -8,8 +8,9 @@ partition is opened by the caller after :func:`fit_sequence_model` has returned)
   model), per video, or not at all. A feature with std below :data:`MIN_FEATURE_STD` is only centred.
 * **Sequences.** Train videos are cut into windows of ``seq_len`` valid rows
   (:mod:`affpipe.regress.sequences`); windows without any labelled frame are skipped.
-* **Loss.** MSE over the labelled (row, dimension) entries of a batch; unlabelled entries and
-  padding are masked out, never filled in.
+* **Loss.** ``regression.loss`` (:mod:`affpipe.regress.losses`): MSE (default) or ``1 - mean CCC``
+  over the labelled (row, dimension) entries of a batch; unlabelled entries and padding are masked
+  out, never filled in.
 * **Optimiser.** SGD with momentum (DFM paper: lr 5e-3, momentum 0.85) and Keras-style time-based
   decay ``lr_step = lr / (1 + lr_decay * step)`` (paper: 1e-4), or Adam; optional gradient-norm
   clipping. Mixed precision (float16 autocast with a gradient scaler) on CUDA only.
@@ -44,6 +45,7 @@ from affpipe.errors import AffpipeError, ConfigError
 from affpipe.io.atomic import atomic_path
 from affpipe.regress import sequences
 from affpipe.regress.data import VideoData
+from affpipe.regress.losses import LOSS_RECORD_KEYS, LOSSES, masked_mse  # noqa: F401 - masked_mse re-exported
 from affpipe.regress.models import OUTPUT_DIMENSIONS, RegressorSpec
 
 log = logging.getLogger(__name__)
@@ -243,11 +245,6 @@ def collate(
         batch["y"] = torch.from_numpy(y)
         batch["mask"] = torch.from_numpy(mask)
     return batch
-
-
-def masked_mse(out: torch.Tensor, y: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``(out - y)^2`` over the entries where ``mask`` is 1."""
-    return ((out.float() - y) ** 2 * mask).sum() / mask.sum().clamp_min(1.0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -647,6 +644,8 @@ def fit_sequence_model(
                          checkpoint=checkpoint, fp=fp, grad_scaler=grad_scaler)
     loop.resume()
     bs = int(settings["batch_size"])
+    loss_name = settings.get("loss", "mse")
+    loss_fn, loss_key = LOSSES[loss_name], LOSS_RECORD_KEYS[loss_name]
     clip = settings["grad_clip_norm"]
     log.info(
         "training %s: %d train videos, %d windows of <= %d rows, %d devel videos, input %d-D, %s, up to %d epochs",
@@ -664,7 +663,7 @@ def fit_sequence_model(
             optimizer.zero_grad(set_to_none=True)
             with _autocast(device, use_amp):
                 out = model(x, batch["lengths"])
-            loss = masked_mse(out, y, mask)
+            loss = loss_fn(out, y, mask)
             check_finite_loss(loss, epoch=epoch, checkpoint=checkpoint)
             grad_scaler.scale(loss).backward()
             if clip:
@@ -676,12 +675,12 @@ def fit_sequence_model(
             n = float(mask.sum().item())
             total += loss.item() * n
             weight += n
-        return {"train_mse": total / max(weight, 1.0), "lr": _lr_at(loop.step, settings)}
+        return {loss_key: total / max(weight, 1.0), "lr": _lr_at(loop.step, settings)}
 
     def predict(v: VideoData) -> np.ndarray:
         return predict_video(model, v, loop.scaler, settings, device=device)
 
-    return loop.run(train_epoch, predict, devel, n_windows=spans.shape[0], on_epoch_end=on_epoch_end)
+    return loop.run(train_epoch, predict, devel, n_windows=spans.shape[0], loss_key=loss_key, on_epoch_end=on_epoch_end)
 
 
 def check_finite_loss(loss: torch.Tensor, *, epoch: int, checkpoint: Path) -> None:
