@@ -18,7 +18,10 @@ branches, context sets) sets ``spec.fit`` to its own trainer with the signature 
 :func:`affpipe.regress.train.fit_sequence_model`.
 
 Registered here: ``bgru`` (the DFM paper's bidirectional GRU), ``cnn`` (alias ``none``) and
-``multilevel`` (Kollias & Zafeiriou's CNN-3RNN on the stored CNN taps, :mod:`affpipe.regress.multilevel`).
+``multilevel`` (Kollias & Zafeiriou's CNN-3RNN on the stored CNN taps, :mod:`affpipe.regress.multilevel`);
+in their own modules: ``astnet`` (:mod:`affpipe.regress.astnet`), ``ap`` (Affective Processes,
+:mod:`affpipe.regress.affective_processes`) and ``attention`` (the self-attention baseline,
+:mod:`affpipe.regress.attention`).
 """
 
 from __future__ import annotations
@@ -192,3 +195,6 @@ def _register_multilevel() -> None:
 
 
 _register_multilevel()
+
+# AST-Net, Affective Processes and the self-attention baseline register themselves in their own modules
+from affpipe.regress import affective_processes, astnet, attention  # noqa: E402,F401 - registration
