@@ -561,7 +561,7 @@ class SelectionLoop:
                 })
                 bar.update(1)
                 log.info(
-                    "epoch %d: train %s %.4f%s (%.1f s)%s", self.epoch, loss_key, record[loss_key],
+                    "epoch %d: %s %.4f%s (%.1f s)%s", self.epoch, loss_key, record[loss_key],
                     "".join(f", devel CCC {n} {record[f'devel_ccc_{n}']:.3f}" for n in OUTPUT_DIMENSIONS) if devel else "",
                     record["seconds"], "  *best*" if self.best_epoch == self.epoch else "",
                 )
