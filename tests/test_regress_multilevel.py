@@ -295,3 +295,26 @@ def test_cli_regress_and_evaluate_with_landmarks_and_median_filter(synth, tmp_pa
     assert abs(rep["summary"]["ccc_unfiltered"]["dfm_multilevel"]["test"]["valence"] - want_raw) < 1e-5
     assert abs(rep["summary"]["ccc"]["dfm_multilevel"]["test"]["valence"] - want) < 1e-5
     assert want != want_raw
+
+
+def test_interrupted_run_resumes_to_the_same_result(synth, tmp_path):
+    settings = _settings(max_epochs=4)
+    full = tmp_path / "full" / "predictions.parquet"
+    run_experiment(_exp(synth), settings, out=full)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_2(epoch, record):
+        if epoch == 2:
+            raise Stop
+
+    part = tmp_path / "part" / "predictions.parquet"
+    with pytest.raises(Stop):
+        run_experiment(_exp(synth), settings, out=part, on_epoch_end=stop_after_2)
+    assert part.with_name("checkpoint.pt").is_file() and not part.exists()
+    summary = run_experiment(_exp(synth), settings, out=part)
+    assert summary["resumed_from_epoch"] == 2
+    a, b = pq.read_table(full).to_pandas(), pq.read_table(part).to_pandas()
+    assert np.array_equal(a.valence_pred.to_numpy(), b.valence_pred.to_numpy())
+    assert np.array_equal(a.arousal_pred.to_numpy(), b.arousal_pred.to_numpy())

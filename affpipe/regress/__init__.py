@@ -8,5 +8,8 @@
 * :mod:`affpipe.regress.data` -- reading the manifest, labels and features stores (bounded memory).
 * :mod:`affpipe.regress.train` -- the generic trainer: masked MSE, SGD with time-based decay, devel
   selection, early stopping, resumable deterministic checkpoints, windowed inference.
+* :mod:`affpipe.regress.losses` -- the masked training losses (MSE; 1 - mean CCC).
+* :mod:`affpipe.regress.postprocess` -- median filtering of each video's predictions (pure).
+* :mod:`affpipe.regress.multilevel` -- Kollias & Zafeiriou's multi-level CNN-RNN on the stored CNN taps.
 * :mod:`affpipe.regress.experiment` -- one experiment end to end -> ``predictions.parquet``.
 """
