@@ -10,7 +10,7 @@ PYFEAT_SHA256 := f05efd61bb5824b6ce16a4dce17d3e6b698901be159310f697d81693b9d1f38
 CORES ?= 2
 DEMO_TARGET ?= all
 
-.PHONY: setup resources demo test test-fast lint bench clean
+.PHONY: setup resources slurm-deps demo test test-fast lint bench clean
 setup: $(VENV)/.installed resources
 
 $(VENV)/.installed: pyproject.toml
@@ -29,8 +29,27 @@ $(PYFEAT_WHEEL): | $(VENV)/.installed
 demo: setup
 	$(VENV)/bin/snakemake --cores $(CORES) $(DEMO_TARGET)
 
-test: setup
+test: setup slurm-deps
 	$(VENV)/bin/pytest
+
+# The SLURM workflow test (tests/test_slurm.py) starts a single-node cluster and needs the Debian
+# packages slurm-wlm and munge: installed here with apt-get when running as root and missing. Not
+# root, or no apt-get: it says so and installs nothing (the test then skips, naming the reason).
+SLURM_PACKAGES := slurm-wlm munge
+SLURM_PROGRAMS := munged slurmctld slurmd sbatch srun squeue sinfo scontrol
+slurm-deps:
+	@missing=""; for p in $(SLURM_PROGRAMS); do \
+	  PATH="$$PATH:/usr/sbin:/sbin" command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+	  echo "slurm-deps: not root, so not installing $(SLURM_PACKAGES) (missing:$$missing); the SLURM test will skip"; exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then \
+	  echo "slurm-deps: no apt-get, so not installing $(SLURM_PACKAGES) (missing:$$missing); the SLURM test will skip"; exit 0; fi; \
+	echo "slurm-deps: installing $(SLURM_PACKAGES) (missing:$$missing)"; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	apt-get install -y -q --no-install-recommends $(SLURM_PACKAGES) >/dev/null \
+	  || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $(SLURM_PACKAGES) >/dev/null; } \
+	  || { echo "slurm-deps: apt-get install $(SLURM_PACKAGES) failed (see above)" >&2; exit 1; }
 
 test-fast: setup
 	$(VENV)/bin/pytest -m "not slow"

@@ -54,14 +54,36 @@ def dataset_entry(ds):
         ) from None
 
 
+_STAGE_SETTINGS = {}
+
+
+def _stage_settings_cached(section, ds):
+    """(JSON in config order, JSON with sorted keys) of the validated `<section>` settings of `ds`.
+
+    Validated once per (section, dataset) and Snakemake process: the config does not change after
+    parsing, and validating every job's settings again dominated the DAG build of large datasets.
+    """
+    key = (section, ds)
+    if key not in _STAGE_SETTINGS:
+        merged = dict(config.get(section, {}))
+        merged.update(dataset_entry(ds).get(section) or {})
+        try:
+            settings = section_settings(section, merged)
+        except AffpipeError as err:
+            raise WorkflowError(f"{err} (dataset `{ds}`)") from None
+        _STAGE_SETTINGS[key] = (json.dumps(settings), _json(settings))
+    return _STAGE_SETTINGS[key]
+
+
 def stage_settings(section, ds):
-    """Global `<section>` settings with `datasets.<ds>.<section>` merged over them, validated."""
-    merged = dict(config.get(section, {}))
-    merged.update(dataset_entry(ds).get(section) or {})
-    try:
-        return section_settings(section, merged)
-    except AffpipeError as err:
-        raise WorkflowError(f"{err} (dataset `{ds}`)") from None
+    """Global `<section>` settings with `datasets.<ds>.<section>` merged over them, validated (a fresh
+    copy on every call, keys in config order)."""
+    return json.loads(_stage_settings_cached(section, ds)[0])
+
+
+def stage_settings_json(section, ds):
+    """`stage_settings` as the compact, key-sorted JSON the rules pass to the CLI."""
+    return _stage_settings_cached(section, ds)[1]
 
 
 def dataset_settings(ds):
@@ -79,19 +101,19 @@ def dataset_settings_json(wildcards):
 
 
 def demo_settings_json(wildcards):
-    return _json(stage_settings("demo", wildcards.ds))
+    return stage_settings_json("demo", wildcards.ds)
 
 
 def faces_settings_json(wildcards):
-    return _json(stage_settings("faces", wildcards.ds))
+    return stage_settings_json("faces", wildcards.ds)
 
 
 def static_settings_json(wildcards):
-    return _json(stage_settings("static", wildcards.ds))
+    return stage_settings_json("static", wildcards.ds)
 
 
 def dynamic_settings_json(wildcards):
-    return _json(stage_settings("dynamic", wildcards.ds))
+    return stage_settings_json("dynamic", wildcards.ds)
 
 
 # --- dataset roots and the manifest checkpoint ------------------------------------------------
@@ -192,7 +214,7 @@ CNN_TRAIN_PARTITIONS = ("train", "devel")
 
 
 def cnn_settings_json(wildcards):
-    return _json(stage_settings("cnn", wildcards.ds))
+    return stage_settings_json("cnn", wildcards.ds)
 
 
 def cnn_spec(wildcards):
@@ -378,7 +400,7 @@ def regress_gpus(wildcards):
 
 
 def evaluate_settings_json(wildcards):
-    return _json(stage_settings("evaluate", wildcards.ds))
+    return stage_settings_json("evaluate", wildcards.ds)
 
 
 def _predictions_file(ds, name):

@@ -1,0 +1,255 @@
+"""The workflow on a real SLURM cluster: the tiny demo through `--workflow-profile profiles/slurm`
+on a single-node cluster started on this machine (tests/slurm_cluster.py), checked job by job
+against SLURM's own records and file by file against a local run of the same config.
+
+Skips, naming the reason, where a cluster cannot be started here (not root, `slurm-wlm`/`munge`
+not installed: `make slurm-deps`, a SLURM configuration of the machine's own). A cluster that is
+installed but does not start is a failure, with the daemons' logs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+import slurm_cluster
+from test_workflow import ROOT, SNAKEMAKE, TINY_CONFIG, TINY_TARGETS, tiny_run  # noqa: F401 (fixture)
+
+PROFILE = ROOT / "profiles" / "slurm"
+SUBMITTED = re.compile(r"Job (\S+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)\.")
+#: a job Snakemake ran, in its log: `rule X:`/`checkpoint X:` when scheduling it, `localrule X:`/
+#: `localcheckpoint X:` when running it in this process (inside a SLURM job: the srun step)
+SCHEDULED = re.compile(r"^(?:local)?(?:rule|checkpoint) (\w+):$", re.M)
+EXECUTED = re.compile(r"^local(?:rule|checkpoint) (\w+):$", re.M)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    reason = slurm_cluster.why_unavailable()
+    if reason:
+        pytest.skip(f"no local SLURM cluster: {reason}")
+    try:
+        c = slurm_cluster.start(tmp_path_factory.mktemp("slurm"))
+    except slurm_cluster.ClusterUnavailable as err:
+        pytest.fail(f"SLURM is installed but the local cluster did not start: {err}")
+    yield c
+    c.stop()
+
+
+@pytest.fixture(scope="module")
+def slurm_run(cluster, tmp_path_factory):
+    """The tiny demo through the SLURM profile, in its own scratch working directory."""
+    work = tmp_path_factory.mktemp("workflow-slurm")
+    shutil.copy(ROOT / "workflow_config.yaml", work / "workflow_config.yaml")
+    (work / "tiny.yaml").write_text(json.dumps(TINY_CONFIG))
+    args = [
+        "-s", str(ROOT / "Snakefile"), "--directory", str(work), "--configfile", str(work / "tiny.yaml"),
+        "--workflow-profile", str(PROFILE),
+        # short jobs: poll soon (MinJobAge is an hour here, far above the plugin's 3 x 2 s threshold)
+        "--slurm-init-seconds-before-status-checks", "2",
+        "--slurm-keep-successful-logs",
+        *TINY_TARGETS,
+    ]
+    res = subprocess.run([*SNAKEMAKE, *args], cwd=work, env=cluster.env, capture_output=True, text=True,
+                         timeout=2400)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-6000:] + "\n" + slurm_cluster._log_tail(cluster.root / "log/slurmctld.log")
+    return work, out
+
+
+def _profile_gpu_rules() -> set[str]:
+    profile = yaml.safe_load((PROFILE / "config.yaml").read_text())
+    return {rule for rule, res in profile["set-resources"].items() if res.get("gpu", 0) > 0}
+
+
+def test_profile_documents_the_keys_users_set():
+    text = (PROFILE / "config.yaml").read_text()
+    profile = yaml.safe_load(text)
+    assert profile["executor"] == "slurm"
+    # squeue, not sacct: clusters without accounting storage have no working sacct
+    assert profile["slurm-status-command"] == "squeue"
+    for key in ("slurm_partition", "slurm_account", "runtime", "mem_mb", "cpus_per_task", "gpu"):
+        assert re.search(rf"^#.*\b{key}\b", text, re.M), f"{key} is not documented in profiles/slurm/config.yaml"
+    # GPU rules only: a CPU rule must never hold a GPU
+    assert _profile_gpu_rules() == {"cnn_train", "cnn_features", "dr_train", "dr_infer", "dr_rank", "regress"}
+    assert "gpu" not in profile["default-resources"] and "gres" not in profile["default-resources"]
+
+
+@pytest.mark.slow
+def test_every_job_went_through_sbatch(cluster, slurm_run, tiny_run):  # noqa: F811
+    work, out = slurm_run
+    local_work, _ = tiny_run
+    submitted = SUBMITTED.findall(out)
+    assert submitted, out[-3000:]
+    slurm_ids = [jid for _, jid, _ in submitted]
+    assert len(set(slurm_ids)) == len(slurm_ids), "one SLURM job id reported twice"
+
+    # Each SLURM job's log (kept with --slurm-keep-successful-logs) is the jobstep's Snakemake
+    # output: it names the rules the job ran (in the srun step). Together they must be exactly the local run's jobs
+    # (the local run's log lists every job; `rule all` is a local rule on the submit side).
+    gpu_rules = _profile_gpu_rules()
+    ran_on_slurm: Counter = Counter()
+    for _, jid, log in submitted:
+        text = Path(log).read_text()
+        rules = EXECUTED.findall(text)
+        assert rules, f"SLURM job {jid}: no rule ran, says its log {log}"
+        ran_on_slurm.update(rules)
+        info = cluster.job_info(jid)
+        assert info["JobState"] == "COMPLETED", (jid, info)
+        assert info["Partition"] == slurm_cluster.PARTITION, (jid, info)
+        assert info["WorkDir"] == str(work), (jid, info)
+        # GPUs for GPU rules only, from the profile
+        wants_gpu = bool(gpu_rules & set(rules))
+        assert ("gres/gpu=1" in info["TRES"]) == wants_gpu, (jid, rules, info["TRES"])
+        # CPUs: the job's threads (one rule) or what the group's jobs need together
+        if len(rules) == 1:
+            threads = re.findall(r"^\s+threads: (\d+)$", text, re.M)
+            assert int(info["NumCPUs"]) == (int(threads[0]) if threads else 1), (jid, rules, info["NumCPUs"])
+    local_logs = sorted((local_work / ".snakemake" / "log").glob("*.snakemake.log"))
+    ran_locally = Counter(r for r in SCHEDULED.findall(local_logs[-1].read_text()) if r != "all")
+    assert ran_on_slurm == ran_locally
+    # and the SLURM logs the plugin wrote are those jobs' logs
+    on_disk = {p.stem for p in (work / ".snakemake" / "slurm_logs").rglob("*.log")}
+    assert on_disk == set(slurm_ids)
+
+
+@pytest.mark.slow
+def test_grouped_jobs_stay_per_video(slurm_run):
+    """A group job runs one video's face/static/dynamic chain, never several videos or all of them."""
+    work, out = slurm_run
+    groups = [p for p in (work / ".snakemake" / "slurm_logs").glob("group_*/*.log")]
+    assert groups, "no group job ran"
+    for log in groups:
+        videos = set(re.findall(r"^\s+wildcards: ds=\w+, video=(\S+)$", log.read_text(), re.M))
+        assert len(videos) == 1, (log, videos)
+
+
+#: provenance that differs between any two runs (wall-clock times, durations, input mtimes and the
+#: fingerprints hashing them); everything else must be equal
+VOLATILE_KEYS = {"created", "seconds", "train_s", "train_wall_s", "mtime", "fingerprint"}
+
+
+def _normalize(value, work: Path):
+    """`value` with provenance keys dropped and the run's working directory replaced by `<work>`
+    (manifests and model files record absolute input paths); tensors and arrays as they are."""
+    if isinstance(value, dict):
+        value = {k.decode() if isinstance(k, bytes) else k: v for k, v in value.items()}
+        if {"path", "size", "mtime"} <= set(value):
+            # an input file's provenance: its size depends on the paths recorded inside that file
+            value = {k: v for k, v in value.items() if k != "size"}
+        return {k: _normalize(v, work) for k, v in value.items() if k not in VOLATILE_KEYS}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_normalize(v, work) for v in value)
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", errors="replace")
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            return value.replace(str(work), "<work>")
+        return _normalize(parsed, work) if isinstance(parsed, (dict, list)) else value.replace(str(work), "<work>")
+    return value
+
+
+def _same(a, b) -> bool:
+    """Deep equality; tensors and arrays bit-identical (same dtype, NaN equal to NaN)."""
+    import numpy as np
+    import torch
+
+    if isinstance(a, torch.Tensor):
+        if not (isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape):
+            return False
+        return bool(torch.equal(a, b) or (a.is_floating_point() and torch.equal(a.isnan(), b.isnan())
+                                          and torch.equal(a.nan_to_num(0.0), b.nan_to_num(0.0))))
+    if isinstance(a, np.ndarray):
+        return isinstance(b, np.ndarray) and a.dtype == b.dtype and a.shape == b.shape and \
+            np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
+        return True
+    return a == b
+
+
+def _h5_content(path: Path, work: Path) -> dict:
+    """Every dataset of an HDF5 file (arrays) and every attribute (normalized)."""
+    import h5py
+    import numpy as np
+
+    found = {}
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Dataset):
+            found[name] = np.asarray(obj[()])
+        found[f"{name}@attrs"] = _normalize({k: _attr(v) for k, v in obj.attrs.items()}, work)
+
+    with h5py.File(path, "r") as f:
+        found["/@attrs"] = _normalize({k: _attr(v) for k, v in f.attrs.items()}, work)
+        f.visititems(visit)
+    return found
+
+
+def _attr(v):
+    import numpy as np
+
+    return v.tolist() if isinstance(v, np.ndarray) and v.dtype.kind in "OSU" else v
+
+
+def _parquet_content(path: Path, work: Path) -> dict:
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    return {"schema": table.schema.remove_metadata().to_string(),
+            "metadata": _normalize(dict(table.schema.metadata or {}), work),
+            "rows": _normalize(table.to_pylist(), work)}
+
+
+def _content(path: Path, work: Path):
+    if path.suffix == ".h5":
+        return _h5_content(path, work)
+    if path.suffix == ".parquet":
+        return _parquet_content(path, work)
+    if path.suffix == ".json":
+        return _normalize(json.loads(path.read_text()), work)
+    if path.suffix == ".pt":
+        import torch
+
+        return _normalize(torch.load(path, map_location="cpu", weights_only=False), work)
+    return path.read_bytes()
+
+
+@pytest.mark.slow
+def test_outputs_equal_a_local_run(slurm_run, tiny_run):  # noqa: F811
+    """Same files, same content: HDF5 datasets and model weights bit-identical, Parquet tables and
+    JSON (ccc.json included) equal, pictures byte-identical; only provenance (times, durations,
+    input mtimes, the working directory) may differ."""
+    work, _ = slurm_run
+    local_work, _ = tiny_run
+
+    def outputs(base: Path) -> set[str]:
+        res = base / "results"
+        return {str(p.relative_to(base)) for p in res.rglob("*")
+                if p.is_file() and p.relative_to(res).parts[1] not in ("logs", "benchmarks")}
+
+    files = outputs(work)
+    assert files == outputs(local_work)
+    assert "results/tiny/ccc.json" in files
+    differ = [rel for rel in sorted(files)
+              if not _same(_content(work / rel, work), _content(local_work / rel, local_work))]
+    assert not differ, f"SLURM and local outputs differ: {differ}"
+    kinds = Counter(Path(rel).suffix for rel in files)
+    assert kinds[".h5"] and kinds[".parquet"] and kinds[".pt"] and kinds[".json"], kinds
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, *sys.argv[1:]]))
