@@ -41,6 +41,8 @@ PACKAGES = "slurm-wlm munge"
 #: seconds a finished job stays in slurmctld's memory (visible to squeue --states=all and scontrol)
 MIN_JOB_AGE = 3600
 NODE = "localhost"
+#: first line of the slurm.conf written here
+MARKER = "single-node SLURM cluster for affpipe's tests (written by tests/slurm_cluster.py)"
 PARTITION = "debug"
 #: SLURM's default configuration path: linked to the cluster's slurm.conf while it runs, because SLURM
 #: commands inside jobs look there (the jobstep executor drops SLURM_CONF from srun's environment)
@@ -63,6 +65,9 @@ def why_unavailable() -> str | None:
     if missing:
         return (f"SLURM/munge programs not found: {', '.join(missing)} (install the Debian packages "
                 f"`{PACKAGES}`; `make slurm-deps` does it as root)")
+    if (ETC_CONF.exists() or ETC_CONF.is_symlink()) and not (
+            ETC_CONF.is_symlink() and _stale(Path(os.path.realpath(ETC_CONF)))):
+        return f"{ETC_CONF} exists: this machine has a SLURM configuration of its own, which is left alone"
     return None
 
 
@@ -105,8 +110,9 @@ class Cluster:
         return subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=timeout, check=check)
 
     def job_info(self, job_id: str) -> dict[str, str]:
-        """`scontrol show job -o` of one job as a dict (works while the job is younger than MinJobAge)."""
-        out = self.run("scontrol", "show", "job", "-o", str(job_id)).stdout.strip()
+        """`scontrol show job -d -o` of one job as a dict (while the job is younger than MinJobAge);
+        `JOB_GRES` is its allocated generic resources (`gpu:1`, or `(null)`)."""
+        out = self.run("scontrol", "show", "job", "-d", "-o", str(job_id)).stdout.strip()
         info = {}
         for item in out.split():
             key, sep, value = item.partition("=")
@@ -127,7 +133,7 @@ def write_config(root: Path, cpus: int, mem_mb: int, ctld_port: int) -> None:
     real_mem = max(1024, int(mem_mb * 0.9))
     gpus = max(1, min(cpus, len(PRETEND_GPUS)))
     conf = f"""\
-# single-node SLURM cluster for affpipe's tests (written by tests/slurm_cluster.py)
+# {MARKER}
 ClusterName=affpipe-local
 SlurmctldHost={host}(127.0.0.1)
 SlurmctldPort={ctld_port}
@@ -198,6 +204,21 @@ def _log_tail(path: Path, n: int = 30) -> str:
     return f"{path}:\n" + "\n".join(lines[-n:])
 
 
+def _stale(conf: Path) -> bool:
+    """True when `conf` is gone, or is a slurm.conf written here whose slurmctld no longer runs."""
+    try:
+        ours = MARKER in conf.read_text().splitlines()[0]
+    except (OSError, IndexError):
+        return True
+    if not ours:
+        return False
+    try:
+        os.kill(int((conf.parent.parent / "run" / "slurmctld.pid").read_text().strip()), 0)
+    except (OSError, ValueError):
+        return True
+    return False
+
+
 def start(root: Path, timeout: float = 60) -> Cluster:
     """Write the configuration, start munged, slurmctld and slurmd, and wait for the node to be idle."""
     reason = why_unavailable()
@@ -205,8 +226,8 @@ def start(root: Path, timeout: float = 60) -> Cluster:
         raise ClusterUnavailable(reason)
     root = Path(root).resolve()
     link = ETC_CONF
-    if link.is_symlink() and not link.exists():
-        link.unlink()  # left behind by a cluster whose directory is gone
+    if link.is_symlink() and _stale(Path(os.path.realpath(link))):
+        link.unlink()  # left behind by a cluster of ours that is gone (directory removed, or killed)
     if link.exists() or link.is_symlink():
         raise ClusterUnavailable(f"{link} exists (this machine has a SLURM configuration of its own; "
                                  f"not replacing it)")

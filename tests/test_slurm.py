@@ -108,7 +108,7 @@ def test_every_job_went_through_sbatch(cluster, slurm_run, tiny_run):  # noqa: F
         assert info["WorkDir"] == str(work), (jid, info)
         # GPUs for GPU rules only, from the profile
         wants_gpu = bool(gpu_rules & set(rules))
-        assert ("gres/gpu=1" in info["TRES"]) == wants_gpu, (jid, rules, info["TRES"])
+        assert info["JOB_GRES"] == ("gpu:1" if wants_gpu else "(null)"), (jid, rules, info["JOB_GRES"])
         # CPUs: the job's threads (one rule) or what the group's jobs need together
         if len(rules) == 1:
             threads = re.findall(r"^\s+threads: (\d+)$", text, re.M)
