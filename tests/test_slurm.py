@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 import slurm_cluster
-from test_workflow import ROOT, SNAKEMAKE, TINY_CONFIG, TINY_TARGETS, tiny_run  # noqa: F401 (fixture)
+from test_workflow import ROOT, SNAKEMAKE, TINY_CONFIG, TINY_TARGETS
 
 PROFILE = ROOT / "profiles" / "slurm"
 SUBMITTED = re.compile(r"Job (\S+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)\.")
@@ -84,7 +84,7 @@ def test_profile_documents_the_keys_users_set():
 
 
 @pytest.mark.slow
-def test_every_job_went_through_sbatch(cluster, slurm_run, tiny_run):  # noqa: F811
+def test_every_job_went_through_sbatch(cluster, slurm_run, tiny_run):
     work, out = slurm_run
     local_work, _ = tiny_run
     submitted = SUBMITTED.findall(out)
@@ -229,7 +229,7 @@ def _content(path: Path, work: Path):
 
 
 @pytest.mark.slow
-def test_outputs_equal_a_local_run(slurm_run, tiny_run):  # noqa: F811
+def test_outputs_equal_a_local_run(slurm_run, tiny_run):
     """Same files, same content: HDF5 datasets and model weights bit-identical, Parquet tables and
     JSON (ccc.json included) equal, pictures byte-identical; only provenance (times, durations,
     input mtimes, the working directory) may differ."""

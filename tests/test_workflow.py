@@ -98,9 +98,9 @@ TINY_EXPERIMENTS = ("dfm_bgru", "dfs_bgru", "dfa_dfs_bgru", "sfa_bgru", "mdr_cnn
 TINY_TARGETS = (TINY_TARGET, TINY_DR, TINY_CCC, TINY_REPORT)
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """Run the workflow once on the tiny demo in a scratch working directory."""
+def run_tiny(tmp_path_factory):
+    """Run the workflow once on the tiny demo in a scratch working directory (the session fixture
+    `tiny_run` in conftest.py, shared with tests/test_slurm.py, which compares a SLURM run with it)."""
     work = tmp_path_factory.mktemp("workflow")
     shutil.copy(ROOT / "workflow_config.yaml", work / "workflow_config.yaml")
     (work / "tiny.yaml").write_text(json.dumps(TINY_CONFIG))
