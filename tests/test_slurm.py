@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import run_outputs
 import slurm_cluster
 from test_workflow import ROOT, SNAKEMAKE, TINY_CONFIG, TINY_TARGETS
 
@@ -132,102 +133,6 @@ def test_grouped_jobs_stay_per_video(slurm_run):
         assert len(videos) == 1, (log, videos)
 
 
-#: provenance that differs between any two runs (wall-clock times, durations, input mtimes and the
-#: fingerprints hashing them); everything else must be equal
-VOLATILE_KEYS = {"created", "seconds", "train_s", "train_wall_s", "mtime", "fingerprint"}
-
-
-def _normalize(value, work: Path):
-    """`value` with provenance keys dropped and the run's working directory replaced by `<work>`
-    (manifests and model files record absolute input paths); tensors and arrays as they are."""
-    if isinstance(value, dict):
-        value = {k.decode() if isinstance(k, bytes) else k: v for k, v in value.items()}
-        if {"path", "size", "mtime"} <= set(value):
-            # an input file's provenance: its size depends on the paths recorded inside that file
-            value = {k: v for k, v in value.items() if k != "size"}
-        return {k: _normalize(v, work) for k, v in value.items() if k not in VOLATILE_KEYS}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_normalize(v, work) for v in value)
-    if isinstance(value, bytes):
-        value = value.decode("utf-8", errors="replace")
-    if isinstance(value, str):
-        try:
-            parsed = json.loads(value)
-        except ValueError:
-            return value.replace(str(work), "<work>")
-        return _normalize(parsed, work) if isinstance(parsed, (dict, list)) else value.replace(str(work), "<work>")
-    return value
-
-
-def _same(a, b) -> bool:
-    """Deep equality; tensors and arrays bit-identical (same dtype, NaN equal to NaN)."""
-    import numpy as np
-    import torch
-
-    if isinstance(a, torch.Tensor):
-        if not (isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape):
-            return False
-        return bool(torch.equal(a, b) or (a.is_floating_point() and torch.equal(a.isnan(), b.isnan())
-                                          and torch.equal(a.nan_to_num(0.0), b.nan_to_num(0.0))))
-    if isinstance(a, np.ndarray):
-        return isinstance(b, np.ndarray) and a.dtype == b.dtype and a.shape == b.shape and \
-            np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return type(a) is type(b) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
-        return True
-    return a == b
-
-
-def _h5_content(path: Path, work: Path) -> dict:
-    """Every dataset of an HDF5 file (arrays) and every attribute (normalized)."""
-    import h5py
-    import numpy as np
-
-    found = {}
-
-    def visit(name, obj):
-        if isinstance(obj, h5py.Dataset):
-            found[name] = np.asarray(obj[()])
-        found[f"{name}@attrs"] = _normalize({k: _attr(v) for k, v in obj.attrs.items()}, work)
-
-    with h5py.File(path, "r") as f:
-        found["/@attrs"] = _normalize({k: _attr(v) for k, v in f.attrs.items()}, work)
-        f.visititems(visit)
-    return found
-
-
-def _attr(v):
-    import numpy as np
-
-    return v.tolist() if isinstance(v, np.ndarray) and v.dtype.kind in "OSU" else v
-
-
-def _parquet_content(path: Path, work: Path) -> dict:
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path)
-    return {"schema": table.schema.remove_metadata().to_string(),
-            "metadata": _normalize(dict(table.schema.metadata or {}), work),
-            "rows": _normalize(table.to_pylist(), work)}
-
-
-def _content(path: Path, work: Path):
-    if path.suffix == ".h5":
-        return _h5_content(path, work)
-    if path.suffix == ".parquet":
-        return _parquet_content(path, work)
-    if path.suffix == ".json":
-        return _normalize(json.loads(path.read_text()), work)
-    if path.suffix == ".pt":
-        import torch
-
-        return _normalize(torch.load(path, map_location="cpu", weights_only=False), work)
-    return path.read_bytes()
-
-
 @pytest.mark.slow
 def test_outputs_equal_a_local_run(slurm_run, tiny_run):
     """Same files, same content: HDF5 datasets and model weights bit-identical, Parquet tables and
@@ -235,20 +140,7 @@ def test_outputs_equal_a_local_run(slurm_run, tiny_run):
     input mtimes, the working directory) may differ."""
     work, _ = slurm_run
     local_work, _ = tiny_run
-
-    def outputs(base: Path) -> set[str]:
-        res = base / "results"
-        return {str(p.relative_to(base)) for p in res.rglob("*")
-                if p.is_file() and p.relative_to(res).parts[1] not in ("logs", "benchmarks")}
-
-    files = outputs(work)
-    assert files == outputs(local_work)
-    assert "results/tiny/ccc.json" in files
-    differ = [rel for rel in sorted(files)
-              if not _same(_content(work / rel, work), _content(local_work / rel, local_work))]
-    assert not differ, f"SLURM and local outputs differ: {differ}"
-    kinds = Counter(Path(rel).suffix for rel in files)
-    assert kinds[".h5"] and kinds[".parquet"] and kinds[".pt"] and kinds[".json"], kinds
+    run_outputs.assert_same_outputs(work, local_work, what="SLURM and local")
 
 
 if __name__ == "__main__":

@@ -331,6 +331,7 @@ def handler(args: argparse.Namespace) -> int:
     from affpipe import rankpool
     from affpipe.config import section_settings
     from affpipe.errors import AffpipeError, ConfigError
+    from affpipe.io.atomic import clear_stale
     from affpipe.io.h5store import StoreReader, StoreWriter, open_static
     from affpipe.windows import WindowSpec, dense_validity, window_validity
 
@@ -371,6 +372,7 @@ def handler(args: argparse.Namespace) -> int:
     bounds = np.array_split(np.arange(n), n_parts) if n else [np.arange(0)]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    clear_stale(out, ("{name}.part*-*.h5",))  # parts of a killed earlier run of this video
     jobs = []
     for i, idx in enumerate(bounds):
         if idx.size == 0:

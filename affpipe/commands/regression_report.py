@@ -96,6 +96,7 @@ def handler(args: argparse.Namespace) -> int:
     from affpipe.commands.evaluate import parse_pairs, read_predictions
     from affpipe.config import section_settings
     from affpipe.errors import AffpipeError
+    from affpipe.io.atomic import temp_sibling
 
     settings = section_settings("evaluate", load_settings(args.settings))
     try:
@@ -121,9 +122,7 @@ def handler(args: argparse.Namespace) -> int:
             raise AffpipeError(f"covers {diff} than {preds[0].source}", path=p.source,
                                hint="re-run `affpipe regress` and `affpipe evaluate`")
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = temp_sibling(out)  # also removes the folders of a killed earlier run
     tmp.mkdir()
     try:
         written = render(report, preds, settings, tmp)

@@ -312,6 +312,7 @@ def generate_demo(settings: dict[str, Any], out: str | os.PathLike) -> dict[str,
     from affpipe import __version__
     from affpipe.demo.preview import preview_sheet
     from affpipe.io.atomic import write_parquet
+    from affpipe.io.atomic import temp_sibling
     from affpipe.progress import progress
 
     out = Path(out)
@@ -321,10 +322,7 @@ def generate_demo(settings: dict[str, Any], out: str | os.PathLike) -> dict[str,
     n_frames = int(settings["frames_per_video"])
     identities = load_identities(settings, strengths)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    tmp = temp_sibling(out, hidden=True)  # also removes the folder of a killed earlier run
     try:
         for sub in ("videos", "labels", "truth"):
             (tmp / sub).mkdir(parents=True)
