@@ -107,3 +107,43 @@ def test_config_docs_are_generated_from_the_schema():
     doc = ROOT / "docs" / "config.md"
     assert doc.is_file(), "run `python -m affpipe config-docs -o docs/config.md`"
     assert doc.read_text() == render(), "docs/config.md is stale: run `python -m affpipe config-docs -o docs/config.md`"
+
+
+def _source_calls(func_names: set[str]):
+    """(file, line, call node) of every call of one of `func_names` (``torch.load``, ``eval``...) in
+    the package, the rules' Python and the Snakefile's helpers."""
+    import ast
+
+    files = sorted((ROOT / "affpipe").rglob("*.py"))
+    for path in files:
+        tree = ast.parse(path.read_text(), filename=str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call):
+                f = node.func
+                name = f.id if isinstance(f, ast.Name) else (
+                    f"{f.value.id}.{f.attr}" if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) else None)
+                if name in func_names:
+                    yield path.relative_to(ROOT), node.lineno, node
+
+
+def test_checkpoints_and_weights_load_with_weights_only():
+    """Every torch.load in the package passes weights_only=True (no pickle code execution from a
+    user-supplied or corrupted file)."""
+    import ast
+
+    calls = list(_source_calls({"torch.load"}))
+    assert calls, "no torch.load found: the scan is broken"
+    bad = [f"{p}:{line}" for p, line, node in calls
+           if not any(k.arg == "weights_only" and isinstance(k.value, ast.Constant) and k.value.value is True
+                      for k in node.keywords)]
+    assert not bad, f"torch.load without weights_only=True: {bad}"
+
+
+def test_config_is_data_only():
+    """Config and settings are parsed with yaml.safe_load / json, never evaluated."""
+    bad = [f"{p}:{line}" for p, line, _ in _source_calls({"eval", "exec", "yaml.load", "yaml.unsafe_load",
+                                                          "pickle.load", "pickle.loads"})]
+    assert not bad, f"code evaluation or unsafe deserialisation: {bad}"
+    for path in [ROOT / "Snakefile", *(ROOT / "rules").glob("*.smk")]:
+        text = path.read_text()
+        assert not re.search(r"\b(eval|exec)\(|yaml\.(unsafe_)?load\(", text), path

@@ -15,10 +15,19 @@ ROOT = Path(__file__).resolve().parent.parent
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
-def _snakemake(*args: str, cwd: Path = ROOT, timeout: float = 120) -> subprocess.CompletedProcess:
+NETGUARD = Path(__file__).resolve().parent / "netguard"  # sitecustomize.py refusing internet sockets
+
+
+def _snakemake(*args: str, cwd: Path = ROOT, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout
+        [*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env
     )
+
+
+def guarded_env(log: Path) -> dict:
+    """The environment with the network guard on (tests/netguard): attempts are logged to `log`."""
+    path = os.pathsep.join(p for p in (str(NETGUARD), os.environ.get("PYTHONPATH", "")) if p)
+    return dict(os.environ, PYTHONPATH=path, AFFPIPE_NETGUARD_LOG=str(log))
 
 
 def test_lint_is_clean():
@@ -108,7 +117,8 @@ def run_tiny(tmp_path_factory):
         "-s", str(ROOT / "Snakefile"), "--directory", str(work), "--configfile", str(work / "tiny.yaml"),
         "--cores", "2", *TINY_TARGETS,
     ]
-    res = _snakemake(*args, cwd=work, timeout=1200)
+    # with the network guard: the whole run must never open an internet socket
+    res = _snakemake(*args, cwd=work, timeout=1200, env=guarded_env(work / "network.log"))
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
     return work, args
 
@@ -177,6 +187,23 @@ def test_tiny_demo_reaches_ccc_json(tiny_run):
             assert f["features"].shape[1] == 2 * g["features"].shape[1]
     plots = sorted(p.name for p in (work / TINY_REPORT).glob("*.png"))
     assert plots, "no regression plots"
+
+
+@pytest.mark.slow
+def test_tiny_demo_never_reaches_for_the_network(tiny_run):
+    """Every process of the run had internet sockets and name lookups refused and logged."""
+    work, _ = tiny_run
+    log = work / "network.log"
+    assert not log.exists(), log.read_text()
+
+
+def test_network_guard_works(tmp_path):
+    """The guard the test above relies on does refuse and log (so its silence means something)."""
+    log = tmp_path / "net.log"
+    code = "import socket\ntry:\n    socket.create_connection(('192.0.2.1', 80), timeout=1)\nexcept OSError as e:\n    print(e)"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=guarded_env(log), timeout=60)
+    assert "blocked by the affpipe test guard" in res.stdout, res.stdout + res.stderr
+    assert "192.0.2.1" in log.read_text()
 
 
 @pytest.mark.slow
