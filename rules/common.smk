@@ -117,6 +117,11 @@ def dynamic_settings_json(wildcards):
 
 
 # --- dataset roots and the manifest checkpoint ------------------------------------------------
+def manifest_max_frame_shortfall(wildcards):
+    """`faces.max_frame_shortfall` of the dataset: the manifest excludes videos truncated beyond it."""
+    return stage_settings("faces", wildcards.ds)["max_frame_shortfall"]
+
+
 def manifest_inputs(wildcards):
     """Inputs of the manifest: the generated tree for a generated dataset, nothing otherwise.
 

@@ -70,6 +70,50 @@ def probe(path: str | os.PathLike) -> VideoInfo:
     return VideoInfo(path=os.fspath(path), fps=fps, n_frames_reported=max(n, 0), width=w, height=h)
 
 
+def check_decodes(path: str | os.PathLike, *, last_needed: int | None = None) -> None:
+    """Cheap decode check: the first frame, and (optionally) frame ``last_needed`` by seeking to it.
+
+    Catches zero-frame and undecodable files, and files truncated well before the frame count their
+    container reports (decoding would stop early). A failed seek is confirmed by grabbing frames in
+    order up to ``last_needed`` (only then is the video read sequentially), so a container that
+    seeks badly is not mistaken for a truncated one.
+
+    Parameters
+    ----------
+    path : path
+    last_needed : int, optional
+        0-based index of the last frame that must decode (e.g. the last one the faces stage's
+        ``max_frame_shortfall`` tolerates missing after).
+
+    Raises
+    ------
+    VideoError
+        If the file cannot be opened, its first frame does not decode, or frame ``last_needed`` does
+        not exist.
+    """
+    cap = _open(path, threads=1)
+    try:
+        ok, frame = cap.read()
+        if not ok or frame is None or frame.size == 0:
+            raise VideoError("video decodes no frame (zero-frame or corrupt file)", path=path)
+        if last_needed is None or last_needed <= 0:
+            return
+        if cap.set(cv2.CAP_PROP_POS_FRAMES, int(last_needed)):
+            ok, frame = cap.read()
+            if ok and frame is not None:
+                return
+        cap.release()
+        cap = _open(path, threads=1)
+        n = 0
+        while n <= last_needed and cap.grab():
+            n += 1
+        if n <= last_needed:
+            reported = int(round(cap.get(cv2.CAP_PROP_FRAME_COUNT)))
+            raise VideoError(f"truncated: the container reports {reported} frames but only {n} decode", path=path)
+    finally:
+        cap.release()
+
+
 def iter_frames(path: str | os.PathLike, *, threads: int | None = None) -> Iterator[tuple[int, float, np.ndarray]]:
     """Decode a video frame by frame.
 
