@@ -21,11 +21,13 @@ def _faces(path: Path) -> dict:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path, columns=["status"])
+    table = pq.read_table(path, columns=["status", "n_faces"])
     counts = {k: 0 for k in ("detected", "tracked", "lost")}
     for entry in pc.value_counts(table["status"]).to_pylist():
         counts[entry["values"]] = entry["counts"]
-    return {"frames_decoded": table.num_rows, **counts}
+    # frames where a full-frame detection found more than one face (the tracker follows one of them)
+    multi = int(pc.sum(pc.greater(table["n_faces"], 1)).as_py() or 0)
+    return {"frames_decoded": table.num_rows, **counts, "multi_face_frames": multi}
 
 
 def _labels(path: Path) -> dict:
