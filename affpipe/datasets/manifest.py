@@ -79,8 +79,9 @@ def build_manifest(name: str, settings: dict[str, Any], *, max_frame_shortfall: 
     Notes
     -----
     Pre-flight: each video is probed and its first frame decoded (a cheap check for corrupt and
-    zero-frame files) and, with ``max_frame_shortfall``, the last frame the faces stage needs (seek), and its labels are built once with :func:`build_labels` (missing or
-    unreadable label file, values out of range, length drift beyond ``label_drift_error_s``). A video
+    zero-frame files), with ``max_frame_shortfall`` also the last frame the faces stage needs (one
+    seek), and its labels are built once with :func:`build_labels` (missing or unreadable label
+    file, values out of range, length drift beyond ``label_drift_error_s``). A video
     failing one of these checks, or whose video/label file the adapter reports missing, is *excluded*
     with ``on_bad_input: exclude`` (the default): it gets no manifest row, hence no per-video job, and
     is recorded in the ``excluded`` metadata with the cause. With ``on_bad_input: fail`` the first
