@@ -23,6 +23,8 @@ videos with no feature row in any frame for some experiment (stage ``evaluate``,
 any frame). The latter have no prediction of their own (their every frame would only be filled from
 the training mean), so they are left out of the scores of *every* experiment (the experiments stay
 scored on the same videos) and listed with the cause instead; see :func:`videos_without_prediction`.
+Frames a truncated video does not have (at or beyond its number of decoded frames, from the faces
+table) are not scored either and are counted per video in ``frames_not_scored``.
 
 Only labelled frames (label not NaN) are scored, per dimension. A partition without any labelled
 frame (e.g. SEMAINE's test set, whose labels are not distributed) is listed with ``scored: false``.
@@ -128,7 +130,23 @@ def drop_videos(p: ExperimentPredictions, videos: set[str]) -> ExperimentPredict
     """``p`` without the rows of ``videos``."""
     if not videos:
         return p
-    keep = ~np.isin(p.video.astype(str), sorted(videos))
+    return keep_rows(p, ~np.isin(p.video.astype(str), sorted(videos)))
+
+
+def frames_not_decoded(p: ExperimentPredictions, decoded: Mapping[str, int]) -> np.ndarray:
+    """Rows whose frame is at or beyond the number of frames that decoded (``decoded[video]``).
+
+    A truncated video has labels (and, from the fill rule, predictions) up to the frame count its
+    container reports, but no image after the last decoded frame: those frames are not scored.
+    """
+    limit = np.array([decoded.get(v, np.iinfo(np.int64).max) for v in p.video.tolist()], dtype=np.int64)
+    return p.frame >= limit
+
+
+def keep_rows(p: ExperimentPredictions, keep: np.ndarray) -> ExperimentPredictions:
+    """``p`` restricted to the rows where ``keep`` is True."""
+    if keep.all():
+        return p
     arrays = {k: getattr(p, k)[keep] for k in ("video", "partition", "frame", "pred", "true", "filled")}
     for k in ("time_s", "pred_raw"):
         if getattr(p, k) is not None:
@@ -249,11 +267,14 @@ def build_report(
     settings: Mapping[str, Any],
     dataset: str | None = None,
     excluded: Sequence[Mapping[str, Any]] = (),
+    frames_not_scored: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """The ``ccc.json`` document for ``experiments`` (in the given order).
 
     ``excluded``: the videos left out (``video, partition, stage, reason`` and optionally ``file``),
     stored as is in the ``excluded`` list; the caller has already dropped their rows.
+    ``frames_not_scored``: frames of scored videos left out (e.g. beyond the last decoded frame of a
+    truncated video), stored as is; the caller has already dropped them.
     """
     import datetime as _dt
 
@@ -309,5 +330,6 @@ def build_report(
         "video or its labels could not be used (no per-video job ran), `evaluate` = no prediction of its own "
         "(no feature row in any frame)",
         "excluded": [dict(e) for e in excluded],
+        "frames_not_scored": [dict(e) for e in frames_not_scored],
         "experiments": exps,
     }

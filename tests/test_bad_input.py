@@ -206,15 +206,21 @@ def test_bad_inputs_end_to_end(tmp_path):
     assert excluded[NO_FACE] == {"video": NO_FACE, "partition": "devel", "stage": "evaluate",
                                  "reason": "no face found in any frame: no prediction"}
     assert list(ccc["experiments"]) == ["dfm_bgru"]
+    decoded = pq.read_metadata(results / "faces" / "truncated_slightly.parquet").num_rows
+    assert decoded < 60
+    assert ccc["frames_not_scored"] == [{
+        "video": "truncated_slightly", "partition": "test", "frames": 60 - decoded,
+        "reason": f"truncated video: {decoded} frames decode, the labels cover 60; frames without an image are not scored"}]
     for name, exp in ccc["experiments"].items():
         devel, test = exp["partitions"]["devel"], exp["partitions"]["test"]
         assert devel["scored"] and test["scored"], name
         # devel: man_video_01 + short_labels (no_face is not scored); test: woman, two_faces, nan_labels, truncated
         assert devel["videos"] == 2 and test["videos"] == 4, name
-        # short labels: 20 unlabelled frames; NaN labels: 10 valence and 5 arousal frames
+        # short labels: 20 unlabelled frames; NaN labels: 10 valence and 5 arousal frames; the slightly
+        # truncated video: only its decoded frames
         assert devel["dimensions"]["valence"]["labelled_frames"] == 60 + 40, name
-        assert test["dimensions"]["valence"]["labelled_frames"] == 4 * 60 - 10, name
-        assert test["dimensions"]["arousal"]["labelled_frames"] == 4 * 60 - 5, name
+        assert test["dimensions"]["valence"]["labelled_frames"] == 3 * 60 + decoded - 10, name
+        assert test["dimensions"]["arousal"]["labelled_frames"] == 3 * 60 + decoded - 5, name
         for part in (devel, test):
             for d in part["dimensions"].values():
                 assert -1.0 <= d["concatenated"]["ccc"] <= 1.0, name
@@ -230,8 +236,8 @@ def test_bad_inputs_end_to_end(tmp_path):
     assert v["nan_labels"]["labels"] == {"frames": 60, "labelled_frames": 45}  # 10 + 5 frames with a NaN
     assert v[NO_FACE]["faces"]["lost"] == v[NO_FACE]["faces"]["frames_decoded"] == 30
     assert v[NO_FACE]["static"]["valid"] == 0 and v[NO_FACE]["dynamic"]["valid"] == 0
-    decoded = v["truncated_slightly"]["faces"]["frames_decoded"]
-    assert decoded < 60 and v["truncated_slightly"]["n_frames_reported"] == 60
+    assert v["truncated_slightly"]["faces"]["frames_decoded"] == decoded
+    assert v["truncated_slightly"]["n_frames_reported"] == 60
     assert f"truncated_slightly: container reports 60 frames, {decoded} decoded" in summary["problems"]
     # two faces: one is followed on every frame; frames whose full-frame detection found both are counted
     assert v["two_faces"]["faces"]["lost"] == 0 and v["two_faces"]["faces"]["multi_face_frames"] >= 1

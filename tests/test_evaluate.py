@@ -216,3 +216,22 @@ def test_manifest_exclusions_and_videos_without_a_face_are_listed(tmp_path):
                                     "reason": "no face found in any frame: no prediction"}]
     devel = r["experiments"]["good"]["partitions"]["devel"]
     assert devel["videos"] == 1 and devel["frames"] == N  # d2 is not scored, and nothing is filled in for it
+
+
+def test_frames_a_truncated_video_does_not_have_are_not_scored(tmp_path):
+    layout = [("d1", "devel"), ("t1", "test"), ("tr", "train")]
+    _write(tmp_path / "good.parquet", [_video(np.random.default_rng(i), v, p) for i, (v, p) in enumerate(layout)])
+    _manifest(tmp_path / "manifest.parquet", layout)
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    for v, _ in layout:
+        write_parquet(pa.table({"status": ["detected"] * (N - 3 if v == "t1" else N)}), faces / f"{v}.parquet")
+    rc, out = _evaluate(tmp_path, "--faces", str(faces), names=("good",))
+    assert rc == 0
+    r = json.loads(out.read_text())
+    assert r["excluded"] == []
+    assert r["frames_not_scored"] == [{"video": "t1", "partition": "test", "frames": 3, "reason":
+                                       f"truncated video: {N - 3} frames decode, the labels cover {N}; "
+                                       "frames without an image are not scored"}]
+    test = r["experiments"]["good"]["partitions"]["test"]
+    assert test["frames"] == N - 3 and test["dimensions"]["valence"]["labelled_frames"] == N - 3

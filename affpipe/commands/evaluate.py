@@ -116,6 +116,18 @@ def no_prediction_reason(video: str, experiments: list[str], faces_dir: Path | N
     return f"no feature row in any frame (experiment(s) {', '.join(experiments)}): no prediction"
 
 
+def decoded_frames(faces_dir: Path, videos: list[str]) -> dict[str, int]:
+    """Number of decoded frames of each video (rows of its faces table; videos without one are left out)."""
+    import pyarrow.parquet as pq
+
+    out = {}
+    for v in videos:
+        path = faces_dir / f"{v}.parquet"
+        if path.is_file():
+            out[v] = pq.read_metadata(path).num_rows
+    return out
+
+
 def manifest_exclusions(manifest: Path) -> list[dict]:
     """The videos the manifest excluded (stage ``manifest``), from its metadata."""
     import pyarrow.parquet as pq
@@ -160,7 +172,14 @@ def handler(args: argparse.Namespace) -> int:
 
     from affpipe.config import section_settings
     from affpipe.errors import AffpipeError
-    from affpipe.evaluate import build_report, compare_labels, drop_videos, videos_without_prediction
+    from affpipe.evaluate import (
+        build_report,
+        compare_labels,
+        drop_videos,
+        frames_not_decoded,
+        keep_rows,
+        videos_without_prediction,
+    )
     from affpipe.io.atomic import write_text
 
     settings = section_settings("evaluate", load_settings(args.settings))
@@ -185,8 +204,20 @@ def handler(args: argparse.Namespace) -> int:
         log.warning("video %s (%s) not scored (%s stage): %s", e["video"], e["partition"], e["stage"],
                     f"{e['file']}: {e['reason']}" if e.get("file") else e["reason"])
     preds = [drop_videos(p, set(unpredicted)) for p in preds]
+    frames_not_scored = []
+    if args.faces is not None:
+        decoded = decoded_frames(args.faces, preds[0].videos())
+        beyond = frames_not_decoded(preds[0], decoded)  # every experiment has the same (video, frame) rows
+        for vid in dict.fromkeys(preds[0].video[beyond].tolist()):
+            n = int((beyond & (preds[0].video == vid)).sum())
+            frames_not_scored.append({
+                "video": vid, "partition": partition_of[vid], "frames": n,
+                "reason": f"truncated video: {decoded[vid]} frames decode, the labels cover {decoded[vid] + n}; "
+                "frames without an image are not scored"})
+            log.warning("video %s: %d frame(s) beyond the last decoded frame are not scored", vid, n)
+        preds = [keep_rows(p, ~frames_not_decoded(p, decoded)) for p in preds]
     report = build_report(preds, partitions=settings["partitions"], settings=settings, dataset=dataset,
-                          excluded=excluded)
+                          excluded=excluded, frames_not_scored=frames_not_scored)
     write_text(json.dumps(report, indent=2) + "\n", args.out)
     for name, parts in report["summary"]["ccc"].items():
         text = "; ".join(
