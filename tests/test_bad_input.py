@@ -26,9 +26,10 @@ DS = "bad"
 # (video, partition, cause the manifest excludes it for)
 MANIFEST_EXCLUDED = {
     "corrupt": ("train", "cannot open video"),
-    "truncated": ("train", "cannot open video"),  # the mp4's index (moov atom) is in the cut-off part
+    # the mp4's index (moov box) is in the cut-off part: FFmpeg cannot open it at all
+    "truncated": ("train", "cannot open video: truncated MP4: box 'mdat' needs"),
     "truncated_avi": ("train", "truncated: the container reports 60 frames"),
-    "zero_frames": ("train", "cannot open video"),
+    "zero_frames": ("train", "cannot open video: MP4 with no media data (empty mdat box): a zero-frame video"),
     "label_missing": ("train", "label file named on line"),
 }
 NO_FACE = "no_face"

@@ -469,6 +469,8 @@ def bad_csv_tree(root: Path) -> Path:
     write_video(vids / "full.avi", 40, 10.0)
     data = (vids / "full.avi").read_bytes()
     (vids / "trunc.avi").write_bytes(data[: len(data) // 2])  # header says 40 frames, ~20 decode
+    data = (vids / "c.mp4").read_bytes()
+    (vids / "cut.mp4").write_bytes(data[: len(data) // 2])  # the index (moov box) at the end is cut
     write_video(vids / "d.mp4", 10, 10.0)
     write(root / "labels" / "range.csv", "frame,valence,arousal\n" + "".join(f"{i},0.1,1.5\n" for i in range(10)))
     write(root / "labels" / "long.csv", "frame,valence,arousal\n" + "".join(f"{i},0.1,0.1\n" for i in range(100)))
@@ -476,6 +478,7 @@ def bad_csv_tree(root: Path) -> Path:
         f.write("corrupt,vids/corrupt.mp4,train,,\n"
                 "zero,vids/zero.mp4,train,,\n"
                 "trunc,vids/trunc.avi,devel,,\n"
+                "cut,vids/cut.mp4,devel,,\n"
                 "gone,vids/gone.mp4,test,,\n"
                 "nolabel,vids/d.mp4,train,labels/gone.csv,\n"
                 "range,vids/d.mp4,train,labels/range.csv,\n"
@@ -489,12 +492,13 @@ def test_manifest_excludes_bad_videos_and_records_why(tmp_path, capsys):
     table = build_manifest("mine", settings, max_frame_shortfall=0.05)
     assert sorted(rows_by_id(table)) == ["a", "b", "c"]  # the good videos stay
     excluded = {e["video"]: e for e in manifest_excluded(table.schema.metadata)}
-    assert sorted(excluded) == ["corrupt", "drift", "gone", "nolabel", "range", "trunc", "zero"]
+    assert sorted(excluded) == ["corrupt", "cut", "drift", "gone", "nolabel", "range", "trunc", "zero"]
     for e in excluded.values():
         assert e["stage"] == "manifest" and e["partition"] in ("train", "devel", "test") and e["reason"]
     assert "cannot open video" in excluded["corrupt"]["reason"] and excluded["corrupt"]["file"].endswith("corrupt.mp4")
-    assert "cannot open video" in excluded["zero"]["reason"]  # FFmpeg cannot open a container without frames
+    assert excluded["zero"]["reason"] == "cannot open video: MP4 with no media data (empty mdat box): a zero-frame video"
     assert "truncated: the container reports 40 frames" in excluded["trunc"]["reason"]
+    assert excluded["cut"]["reason"].startswith("cannot open video: truncated MP4: box 'moov' needs ")
     assert "does not exist" in excluded["gone"]["reason"] and excluded["gone"]["file"].endswith("gone.mp4")
     assert "label file named on line" in excluded["nolabel"]["reason"]
     assert excluded["nolabel"]["file"].endswith("gone.csv") and excluded["nolabel"]["path"].endswith("d.mp4")
@@ -507,9 +511,9 @@ def test_manifest_excludes_bad_videos_and_records_why(tmp_path, capsys):
     assert rc == 0
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if " excluded: " in ln]
-    assert len(lines) == 7
+    assert len(lines) == 8
     assert any("video corrupt (train) excluded: " in ln and "corrupt.mp4: cannot open video" in ln for ln in lines)
-    assert "3 videos" in err and "7 excluded" in err
+    assert "3 videos" in err and "8 excluded" in err
 
 
 def test_manifest_on_bad_input_fail_stops_at_the_first(tmp_path):
