@@ -17,6 +17,15 @@ also has ``<dim>_pred_raw`` columns) is scored twice: the filtered predictions a
 unfiltered ones under ``partitions_unfiltered`` (same layout as ``partitions``) and in the
 ``summary.ccc_unfiltered`` block; ``postprocessing`` describes the filter.
 
+Excluded videos (the ``excluded`` list): videos the manifest left out (stage ``manifest``: a file that
+cannot be opened or decoded, a missing or bad label file; see ``datasets.<name>.on_bad_input``) and
+videos with no feature row in any frame for some experiment (stage ``evaluate``, e.g. no face found in
+any frame). The latter have no prediction of their own (their every frame would only be filled from
+the training mean), so they are left out of the scores of *every* experiment (the experiments stay
+scored on the same videos) and listed with the cause instead; see :func:`videos_without_prediction`.
+Frames a truncated video does not have (at or beyond its number of decoded frames, from the faces
+table) are not scored either and are counted per video in ``frames_not_scored``.
+
 Only labelled frames (label not NaN) are scored, per dimension. A partition without any labelled
 frame (e.g. SEMAINE's test set, whose labels are not distributed) is listed with ``scored: false``.
 Predictions are never dropped: every frame has a finite prediction, which is checked.
@@ -101,6 +110,48 @@ def check_predictions(p: ExperimentPredictions) -> None:
         parts = set(p.partition[p.video == vid].tolist())
         if len(parts) != 1:
             raise PredictionsError(f"video {vid} is in several partitions ({', '.join(sorted(parts))})")
+
+
+def videos_without_prediction(experiments: Sequence[ExperimentPredictions]) -> dict[str, list[str]]:
+    """Videos whose every frame is filled in at least one experiment: ``{video: [experiment, ...]}``.
+
+    Such a video had no feature row at all (no face found in any frame, or too short for a single
+    dynamic window): the regressor predicted nothing on it.
+    """
+    out: dict[str, list[str]] = {}
+    for p in experiments:
+        for vid in p.videos():
+            if bool(p.filled[p.video == vid].all()):
+                out.setdefault(vid, []).append(p.name)
+    return out
+
+
+def drop_videos(p: ExperimentPredictions, videos: set[str]) -> ExperimentPredictions:
+    """``p`` without the rows of ``videos``."""
+    if not videos:
+        return p
+    return keep_rows(p, ~np.isin(p.video.astype(str), sorted(videos)))
+
+
+def frames_not_decoded(p: ExperimentPredictions, decoded: Mapping[str, int]) -> np.ndarray:
+    """Rows whose frame is at or beyond the number of frames that decoded (``decoded[video]``).
+
+    A truncated video has labels (and, from the fill rule, predictions) up to the frame count its
+    container reports, but no image after the last decoded frame: those frames are not scored.
+    """
+    limit = np.array([decoded.get(v, np.iinfo(np.int64).max) for v in p.video.tolist()], dtype=np.int64)
+    return p.frame >= limit
+
+
+def keep_rows(p: ExperimentPredictions, keep: np.ndarray) -> ExperimentPredictions:
+    """``p`` restricted to the rows where ``keep`` is True."""
+    if keep.all():
+        return p
+    arrays = {k: getattr(p, k)[keep] for k in ("video", "partition", "frame", "pred", "true", "filled")}
+    for k in ("time_s", "pred_raw"):
+        if getattr(p, k) is not None:
+            arrays[k] = getattr(p, k)[keep]
+    return dataclasses.replace(p, **arrays)
 
 
 def _describe(x: np.ndarray) -> dict[str, float]:
@@ -215,8 +266,16 @@ def build_report(
     partitions: Sequence[str],
     settings: Mapping[str, Any],
     dataset: str | None = None,
+    excluded: Sequence[Mapping[str, Any]] = (),
+    frames_not_scored: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """The ``ccc.json`` document for ``experiments`` (in the given order)."""
+    """The ``ccc.json`` document for ``experiments`` (in the given order).
+
+    ``excluded``: the videos left out (``video, partition, stage, reason`` and optionally ``file``),
+    stored as is in the ``excluded`` list; the caller has already dropped their rows.
+    ``frames_not_scored``: frames of scored videos left out (e.g. beyond the last decoded frame of a
+    truncated video), stored as is; the caller has already dropped them.
+    """
     import datetime as _dt
 
     from affpipe import __version__
@@ -267,5 +326,10 @@ def build_report(
                 "ccc_unfiltered_what": "the same CCC of the predictions before the experiment's median filter "
                 "(only experiments with one; see experiments.<name>.postprocessing)"} if summary_raw else {}),
         },
+        "excluded_what": "videos not scored, with the stage that left them out and why: `manifest` = the "
+        "video or its labels could not be used (no per-video job ran), `evaluate` = no prediction of its own "
+        "(no feature row in any frame)",
+        "excluded": [dict(e) for e in excluded],
+        "frames_not_scored": [dict(e) for e in frames_not_scored],
         "experiments": exps,
     }

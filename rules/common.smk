@@ -75,6 +75,16 @@ def _stage_settings_cached(section, ds):
     return _STAGE_SETTINGS[key]
 
 
+def _check_dataset_sections():
+    """Validate every dataset's per-stage overrides now, so that an invalid value (e.g.
+    `datasets.<ds>.dynamic.T: -3`) stops the workflow at once, naming the key, instead of after the
+    manifest checkpoint when the first job using it is scheduled."""
+    for ds in config.get("datasets") or {}:
+        for section in STAGE_SECTIONS:
+            if section in (dataset_entry(ds) or {}):
+                _stage_settings_cached(section, ds)
+
+
 def stage_settings(section, ds):
     """Global `<section>` settings with `datasets.<ds>.<section>` merged over them, validated (a fresh
     copy on every call, keys in config order)."""
@@ -91,8 +101,12 @@ def dataset_settings(ds):
     return {k: v for k, v in dataset_entry(ds).items() if k not in STAGE_SECTIONS}
 
 
+
 def _json(value):
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+_check_dataset_sections()
 
 
 # --- params functions (one per stage) -------------------------------------------------------
@@ -117,6 +131,11 @@ def dynamic_settings_json(wildcards):
 
 
 # --- dataset roots and the manifest checkpoint ------------------------------------------------
+def manifest_max_frame_shortfall(wildcards):
+    """`faces.max_frame_shortfall` of the dataset: the manifest excludes videos truncated beyond it."""
+    return stage_settings("faces", wildcards.ds)["max_frame_shortfall"]
+
+
 def manifest_inputs(wildcards):
     """Inputs of the manifest: the generated tree for a generated dataset, nothing otherwise.
 

@@ -9,6 +9,7 @@ checkpoint manifest:
     params:
         affpipe=AFFPIPE,
         settings=dataset_settings_json,
+        shortfall=manifest_max_frame_shortfall,
     log:
         "results/{ds}/logs/manifest.log",
     benchmark:
@@ -17,7 +18,7 @@ checkpoint manifest:
         ENV
     shell:
         "{params.affpipe} manifest --dataset {wildcards.ds} --settings {params.settings:q} "
-        "--out {output.manifest} 2> {log}"
+        "--max-frame-shortfall {params.shortfall} --out {output.manifest} 2> {log}"
 
 
 rule labels:

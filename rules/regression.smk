@@ -40,6 +40,7 @@ rule evaluate:
     input:
         manifest=manifest_path,
         predictions=evaluate_predictions,
+        faces=per_video("results/{ds}/faces/{video}.parquet"),
     output:
         ccc="results/{ds}/ccc.json",
     params:
@@ -54,6 +55,7 @@ rule evaluate:
         ENV
     shell:
         "{params.affpipe} evaluate --dataset {wildcards.ds} --manifest {input.manifest} "
+        "--faces results/{wildcards.ds}/faces "
         "--predictions {params.predictions} --out {output.ccc} --settings {params.settings:q} 2> {log}"
 
 

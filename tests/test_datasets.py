@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from affpipe.cli import main as cli_main
-from affpipe.datasets import MANIFEST_SCHEMA, build_labels, build_manifest, check_root, dataset_settings
-from affpipe.errors import ConfigError, DatasetError
+from affpipe.datasets import MANIFEST_SCHEMA, build_labels, build_manifest, check_root, dataset_settings, manifest_excluded
+from affpipe.errors import ConfigError, DatasetError, VideoError
 
 REPO = Path(__file__).resolve().parent.parent
 FOURCC = {".avi": "MJPG", ".mp4": "mp4v"}
@@ -457,6 +457,76 @@ def test_csv_label_file_errors(tmp_path):
         with pytest.raises(DatasetError, match=match) as err:
             build_labels(row, settings)
         assert str(err.value).startswith(str(lbl.resolve()))
+
+
+def bad_csv_tree(root: Path) -> Path:
+    """csv_tree plus one video for each per-video problem the manifest pre-flight excludes."""
+    csv_tree(root)
+    vids = root / "vids"
+    (vids / "corrupt.mp4").write_bytes(np.random.default_rng(0).bytes(5000))
+    w = cv2.VideoWriter(str(vids / "zero.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (32, 24))
+    w.release()  # a container with no frame
+    write_video(vids / "full.avi", 40, 10.0)
+    data = (vids / "full.avi").read_bytes()
+    (vids / "trunc.avi").write_bytes(data[: len(data) // 2])  # header says 40 frames, ~20 decode
+    data = (vids / "c.mp4").read_bytes()
+    (vids / "cut.mp4").write_bytes(data[: len(data) // 2])  # the index (moov box) at the end is cut
+    write_video(vids / "d.mp4", 10, 10.0)
+    write(root / "labels" / "range.csv", "frame,valence,arousal\n" + "".join(f"{i},0.1,1.5\n" for i in range(10)))
+    write(root / "labels" / "long.csv", "frame,valence,arousal\n" + "".join(f"{i},0.1,0.1\n" for i in range(100)))
+    with open(root / "videos.csv", "a") as f:
+        f.write("corrupt,vids/corrupt.mp4,train,,\n"
+                "zero,vids/zero.mp4,train,,\n"
+                "trunc,vids/trunc.avi,devel,,\n"
+                "cut,vids/cut.mp4,devel,,\n"
+                "gone,vids/gone.mp4,test,,\n"
+                "nolabel,vids/d.mp4,train,labels/gone.csv,\n"
+                "range,vids/d.mp4,train,labels/range.csv,\n"
+                "drift,vids/d.mp4,devel,labels/long.csv,\n")
+    return root
+
+
+def test_manifest_excludes_bad_videos_and_records_why(tmp_path, capsys):
+    root = bad_csv_tree(tmp_path / "mine")
+    settings = {"adapter": "csv", "root": str(root)}
+    table = build_manifest("mine", settings, max_frame_shortfall=0.05)
+    assert sorted(rows_by_id(table)) == ["a", "b", "c"]  # the good videos stay
+    excluded = {e["video"]: e for e in manifest_excluded(table.schema.metadata)}
+    assert sorted(excluded) == ["corrupt", "cut", "drift", "gone", "nolabel", "range", "trunc", "zero"]
+    for e in excluded.values():
+        assert e["stage"] == "manifest" and e["partition"] in ("train", "devel", "test") and e["reason"]
+    assert "cannot open video" in excluded["corrupt"]["reason"] and excluded["corrupt"]["file"].endswith("corrupt.mp4")
+    assert excluded["zero"]["reason"] == "cannot open video: MP4 with no media data (empty mdat box): a zero-frame video"
+    assert "truncated: the container reports 40 frames" in excluded["trunc"]["reason"]
+    assert excluded["cut"]["reason"].startswith("cannot open video: truncated MP4: box 'moov' needs ")
+    assert "does not exist" in excluded["gone"]["reason"] and excluded["gone"]["file"].endswith("gone.mp4")
+    assert "label file named on line" in excluded["nolabel"]["reason"]
+    assert excluded["nolabel"]["file"].endswith("gone.csv") and excluded["nolabel"]["path"].endswith("d.mp4")
+    assert "outside [-1, 1]" in excluded["range"]["reason"] and excluded["range"]["file"].endswith("range.csv")
+    assert "label length does not match the video: 100 label frames" in excluded["drift"]["reason"]
+    # the CLI prints one warning line per exclusion, naming the file and the cause
+    out = tmp_path / "manifest.parquet"
+    rc = cli_main(["manifest", "--dataset", "mine", "--settings", json.dumps(settings), "--max-frame-shortfall", "0.05",
+                   "--out", str(out)])
+    assert rc == 0
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if " excluded: " in ln]
+    assert len(lines) == 8
+    assert any("video corrupt (train) excluded: " in ln and "corrupt.mp4: cannot open video" in ln for ln in lines)
+    assert "3 videos" in err and "8 excluded" in err
+
+
+def test_manifest_on_bad_input_fail_stops_at_the_first(tmp_path):
+    root = bad_csv_tree(tmp_path / "mine")
+    with pytest.raises(DatasetError, match=r"gone\.mp4: video named on line"):
+        build_manifest("mine", {"adapter": "csv", "root": str(root), "on_bad_input": "fail"})
+    (root / "videos.csv").write_text("video,path,partition,labels\ncorrupt,vids/corrupt.mp4,train,\n")
+    with pytest.raises(VideoError, match=r"corrupt\.mp4: cannot open video"):
+        build_manifest("mine", {"adapter": "csv", "root": str(root), "on_bad_input": "fail"})
+    with pytest.raises(DatasetError, match=r"no usable video: all 1 were excluded .*corrupt\.mp4"):
+        build_manifest("mine", {"adapter": "csv", "root": str(root)})
+    with pytest.raises(ConfigError, match="datasets.mine.on_bad_input"):
+        build_manifest("mine", {"adapter": "csv", "root": str(root), "on_bad_input": "skip"})
 
 
 # --- CLI -----------------------------------------------------------------------------------------

@@ -83,9 +83,12 @@ def test_ccc_json_values_match_the_metrics(toy):
     assert g["label"] == "Good+BGRU" and g["input"] == "dfm" and g["selected_epoch"] == 3
     assert set(g["partitions"]) == {"devel", "test"}
     test = g["partitions"]["test"]
-    assert (test["videos"], test["frames"], test["filled_frames"]) == (2, 2 * N, 10)
+    # t2 has no feature row in experiment `bad`: no prediction of its own, left out of every experiment
+    assert (test["videos"], test["frames"], test["filled_frames"]) == (1, N, 5)
     assert test["filled_share"] == pytest.approx(0.1)
-    tv = [v for v in good if v["partition"][0] == "test"]
+    assert r["excluded"] == [{"video": "t2", "partition": "test", "stage": "evaluate",
+                              "reason": "no feature row in any frame (experiment(s) bad): no prediction"}]
+    tv = [v for v in good if v["video"][0] == "t1"]
     p = np.concatenate([v["valence_pred"] for v in tv]).astype(float)
     t = np.concatenate([v["valence_true"] for v in tv]).astype(float)
     val = test["dimensions"]["valence"]
@@ -95,7 +98,7 @@ def test_ccc_json_values_match_the_metrics(toy):
     assert val["concatenated"]["mse"] == pytest.approx(metrics.mse(p, t))
     per = [metrics.ccc(v["valence_pred"].astype(float), v["valence_true"].astype(float)) for v in tv]
     assert val["per_video_mean"]["ccc"] == pytest.approx(np.mean(per))
-    assert val["per_video_mean"]["videos"] == 2
+    assert val["per_video_mean"]["videos"] == 1
     assert r["summary"]["ccc"]["good"]["test"]["valence"] == pytest.approx(metrics.ccc(p, t))
     assert set(r["metrics"]) == {"ccc", "ccc_avec_script", "pcc", "mse"}
     assert set(r["aggregations"]) == {"concatenated", "per_video_mean"}
@@ -108,8 +111,8 @@ def test_collapse_shows_as_zero_ccc_and_undefined_pcc(toy):
     conc = bad["dimensions"]["arousal"]["concatenated"]
     assert conc["ccc"] == 0.0 and conc["pred_std"] == 0.0
     assert conc["pcc"] is None and "predictions are constant" in conc["undefined"]["pcc"]
-    assert bad["dimensions"]["arousal"]["per_video_mean"]["videos_undefined"] == {"pcc": 2}
-    assert bad["videos_without_features"] == 1  # t2: every frame filled
+    assert bad["dimensions"]["arousal"]["per_video_mean"]["videos_undefined"] == {"pcc": 1}
+    assert bad["videos_without_features"] == 0  # t2 (every frame filled) is excluded, not scored
 
 
 def test_unlabelled_partition_is_listed_not_scored(tmp_path):
@@ -191,3 +194,44 @@ def test_regression_report_writes_every_figure(toy):
     rc = main(["regression-report", "--ccc", str(ccc), "--out", str(out), "--settings", '{"trace_partitions": []}'])
     assert rc == 0 and not any(p.name.startswith("trace_") for p in out.iterdir())
     assert not list(out.parent.glob("*.tmp-*"))
+
+
+def test_manifest_exclusions_and_videos_without_a_face_are_listed(tmp_path):
+    """ccc.json's `excluded`: the manifest's exclusions (from its metadata) and, at evaluation, a video
+    with no feature row in any frame, named as "no face found" when its faces table has no face."""
+    layout = [("d1", "devel"), ("d2", "devel"), ("t1", "test"), ("tr", "train")]
+    vids = [_video(np.random.default_rng(i), v, p, filled_first=N if v == "d2" else 5) for i, (v, p) in enumerate(layout)]
+    _write(tmp_path / "good.parquet", vids)
+    gone = {"video": "x", "path": "/data/x.mp4", "partition": "train", "stage": "manifest",
+            "reason": "cannot open video: not a video container FFmpeg understands, or corrupt", "file": "/data/x.mp4"}
+    write_parquet(pa.Table.from_pylist([{"video": v, "partition": p, "fps": 25.0} for v, p in layout]),
+                  tmp_path / "manifest.parquet", metadata={"dataset": "toy", "excluded": json.dumps([gone])})
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    write_parquet(pa.table({"status": ["lost"] * N}), faces / "d2.parquet")
+    rc, out = _evaluate(tmp_path, "--faces", str(faces), names=("good",))
+    assert rc == 0
+    r = json.loads(out.read_text())
+    assert r["excluded"] == [gone, {"video": "d2", "partition": "devel", "stage": "evaluate",
+                                    "reason": "no face found in any frame: no prediction"}]
+    devel = r["experiments"]["good"]["partitions"]["devel"]
+    assert devel["videos"] == 1 and devel["frames"] == N  # d2 is not scored, and nothing is filled in for it
+
+
+def test_frames_a_truncated_video_does_not_have_are_not_scored(tmp_path):
+    layout = [("d1", "devel"), ("t1", "test"), ("tr", "train")]
+    _write(tmp_path / "good.parquet", [_video(np.random.default_rng(i), v, p) for i, (v, p) in enumerate(layout)])
+    _manifest(tmp_path / "manifest.parquet", layout)
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    for v, _ in layout:
+        write_parquet(pa.table({"status": ["detected"] * (N - 3 if v == "t1" else N)}), faces / f"{v}.parquet")
+    rc, out = _evaluate(tmp_path, "--faces", str(faces), names=("good",))
+    assert rc == 0
+    r = json.loads(out.read_text())
+    assert r["excluded"] == []
+    assert r["frames_not_scored"] == [{"video": "t1", "partition": "test", "frames": 3, "reason":
+                                       f"truncated video: {N - 3} frames decode, the labels cover {N}; "
+                                       "frames without an image are not scored"}]
+    test = r["experiments"]["good"]["partitions"]["test"]
+    assert test["frames"] == N - 3 and test["dimensions"]["valence"]["labelled_frames"] == N - 3

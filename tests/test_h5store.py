@@ -200,3 +200,51 @@ def test_a_killed_writers_leftovers_are_removed_by_the_next_write(tmp_path):
     tmp = temp_sibling(odd, hidden=True)
     assert tmp.name.startswith(".a[1].h5.tmp-")
     assert not (tmp_path / "a[1].h5.tmp-1").exists() and (tmp_path / "a1.h5.tmp-1").exists()
+
+
+def test_wrong_dtype_and_foreign_row_datasets_are_named(tmp_path):
+    """A store whose dataset has another dtype than expected, or whose frame/valid are not the
+    store's own kind (a foreign file given the format attribute), is refused naming file and dataset."""
+    rng = np.random.default_rng(5)
+    good = tmp_path / "good.h5"
+    with StoreWriter(good, _specs(), stage="static", settings={}) as w:
+        w.append(**_batch(rng, 0, 4))
+    wrong = [DatasetSpec(s.name, s.shape, "float32" if s.name == "img" else s.dtype, s.description) for s in _specs()]
+    with pytest.raises(AffpipeError, match="dataset 'img' has dtype uint8, expected float32") as ei:
+        StoreReader(good, expect=wrong)
+    assert str(good) in str(ei.value)
+    edited = tmp_path / "edited.h5"
+    edited.write_bytes(good.read_bytes())
+    with h5py.File(edited, "a") as f:
+        del f["valid"]
+        f["valid"] = np.zeros(4, dtype=np.float32)
+    with pytest.raises(AffpipeError, match="'valid' must be 1-D bool") as ei:
+        StoreReader(edited)
+    assert str(edited) in str(ei.value)
+
+
+def test_commands_reading_stores_refuse_foreign_and_truncated_files(tmp_path):
+    """The readers of the later stages (summary, regression features) go through StoreReader."""
+    from affpipe.commands.summary import _h5
+    from affpipe.regress.data import FeatureSource
+
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as f:
+        f["features"] = np.zeros((3, 4), np.float32)
+    for read in (_h5, FeatureSource):
+        with pytest.raises(AffpipeError, match="not an affpipe store") as ei:
+            read(foreign)
+        assert str(foreign) in str(ei.value)
+    rng = np.random.default_rng(6)
+    good = tmp_path / "good.h5"
+    with StoreWriter(good, _specs(), stage="static", settings={}) as w:
+        w.append(**_batch(rng, 0, 4))
+    trunc = tmp_path / "trunc.h5"
+    trunc.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    for read in (_h5, FeatureSource):
+        with pytest.raises(AffpipeError, match="cannot open as HDF5") as ei:
+            read(trunc)
+        assert str(trunc) in str(ei.value)
+    # a complete store of another stage is not a features store
+    with pytest.raises(AffpipeError, match="expected 'features'"):
+        FeatureSource(good)

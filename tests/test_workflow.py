@@ -59,11 +59,21 @@ def test_unknown_dataset_is_named():
     assert "datasets.nosuchdata" in out, out
 
 
-def test_invalid_config_value_is_named():
-    res = _snakemake("-n", "--config", "faces={detector: magic}")
+@pytest.mark.parametrize(
+    ("override", "names"),
+    [
+        ("faces={detector: magic}", ("faces.detector",)),
+        # a per-dataset stage override is checked at once too, not after the manifest checkpoint
+        ("datasets={demo: {dynamic: {T: -3}}}", ("dynamic.T", "dataset `demo`")),
+        ("datasets={demo: {on_bad_input: skip}}", ("datasets.demo.on_bad_input",)),
+    ],
+)
+def test_invalid_config_value_is_named(override, names):
+    res = _snakemake("-n", "--config", override)
     out = res.stdout + res.stderr
     assert res.returncode != 0
-    assert "faces.detector" in out, out
+    for name in names:
+        assert name in out, out
 
 
 # A small demo (4 identities, one short video each) that still exercises every rule. The full

@@ -4,7 +4,8 @@ CCC (population; also the AVEC-script variant), PCC and MSE per experiment, part
 concatenated over videos and averaged over videos, with the number of videos and frames and the
 share of filled frames (see :mod:`affpipe.evaluate`). Checks that every manifest video is predicted
 in its partition, that every frame has a finite prediction, and that all experiments were scored
-against the same labels.
+against the same labels. Videos the manifest excluded, and videos without a single feature row
+(e.g. no face found in any frame), are listed in ``excluded`` with the cause, and not scored.
 
 Example::
 
@@ -36,6 +37,8 @@ def register(subparsers) -> None:
                    help="experiment name and its predictions.parquet, in report order")
     p.add_argument("--manifest", type=Path, default=None,
                    help="results/DS/manifest.parquet: check that every video is predicted in its partition")
+    p.add_argument("--faces", type=Path, default=None, metavar="DIR",
+                   help="results/DS/faces: name the cause (no face found) of a video left out for having no prediction")
     p.add_argument("--dataset", default=None, help="dataset name recorded in the output (default: the manifest's)")
     p.add_argument("--out", required=True, type=Path, help="ccc.json (written atomically)")
     add_settings_arg(p, what="evaluate-stage")
@@ -99,6 +102,41 @@ def read_predictions(path: Path, name: str):
     return p
 
 
+def no_prediction_reason(video: str, experiments: list[str], faces_dir: Path | None) -> str:
+    """Why a video has no prediction of its own (no feature row in any frame of ``experiments``)."""
+    if faces_dir is not None:
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        path = faces_dir / f"{video}.parquet"
+        if path.is_file():
+            status = pq.read_table(path, columns=["status"])["status"]
+            if status.length() == 0 or not pc.any(pc.not_equal(status, "lost")).as_py():
+                return "no face found in any frame: no prediction"
+    return f"no feature row in any frame (experiment(s) {', '.join(experiments)}): no prediction"
+
+
+def decoded_frames(faces_dir: Path, videos: list[str]) -> dict[str, int]:
+    """Number of decoded frames of each video (rows of its faces table; videos without one are left out)."""
+    import pyarrow.parquet as pq
+
+    out = {}
+    for v in videos:
+        path = faces_dir / f"{v}.parquet"
+        if path.is_file():
+            out[v] = pq.read_metadata(path).num_rows
+    return out
+
+
+def manifest_exclusions(manifest: Path) -> list[dict]:
+    """The videos the manifest excluded (stage ``manifest``), from its metadata."""
+    import pyarrow.parquet as pq
+
+    from affpipe.datasets import manifest_excluded
+
+    return manifest_excluded(pq.read_schema(manifest).metadata)
+
+
 def check_against_manifest(p, manifest: Path) -> str | None:
     """Every manifest video predicted, in its partition, and nothing else; returns the dataset name."""
     from affpipe.errors import AffpipeError
@@ -134,7 +172,14 @@ def handler(args: argparse.Namespace) -> int:
 
     from affpipe.config import section_settings
     from affpipe.errors import AffpipeError
-    from affpipe.evaluate import build_report, compare_labels
+    from affpipe.evaluate import (
+        build_report,
+        compare_labels,
+        drop_videos,
+        frames_not_decoded,
+        keep_rows,
+        videos_without_prediction,
+    )
     from affpipe.io.atomic import write_text
 
     settings = section_settings("evaluate", load_settings(args.settings))
@@ -149,7 +194,30 @@ def handler(args: argparse.Namespace) -> int:
         if diff is not None:
             raise AffpipeError(f"covers {diff} than {preds[0].source}: the experiments were not run on the same "
                                "labels", path=p.source, hint="re-run `affpipe regress` for the stale experiment")
-    report = build_report(preds, partitions=settings["partitions"], settings=settings, dataset=dataset)
+    excluded = manifest_exclusions(args.manifest) if args.manifest is not None else []
+    partition_of = {v: part for v, part in zip(preds[0].video, preds[0].partition)}
+    unpredicted = videos_without_prediction(preds)
+    for vid, names in sorted(unpredicted.items()):
+        reason = no_prediction_reason(vid, names, args.faces)
+        excluded.append({"video": vid, "partition": partition_of[vid], "stage": "evaluate", "reason": reason})
+    for e in excluded:
+        log.warning("video %s (%s) not scored (%s stage): %s", e["video"], e["partition"], e["stage"],
+                    f"{e['file']}: {e['reason']}" if e.get("file") else e["reason"])
+    preds = [drop_videos(p, set(unpredicted)) for p in preds]
+    frames_not_scored = []
+    if args.faces is not None:
+        decoded = decoded_frames(args.faces, preds[0].videos())
+        beyond = frames_not_decoded(preds[0], decoded)  # every experiment has the same (video, frame) rows
+        for vid in dict.fromkeys(preds[0].video[beyond].tolist()):
+            n = int((beyond & (preds[0].video == vid)).sum())
+            frames_not_scored.append({
+                "video": vid, "partition": partition_of[vid], "frames": n,
+                "reason": f"truncated video: {decoded[vid]} frames decode, the labels cover {decoded[vid] + n}; "
+                "frames without an image are not scored"})
+            log.warning("video %s: %d frame(s) beyond the last decoded frame are not scored", vid, n)
+        preds = [keep_rows(p, ~frames_not_decoded(p, decoded)) for p in preds]
+    report = build_report(preds, partitions=settings["partitions"], settings=settings, dataset=dataset,
+                          excluded=excluded, frames_not_scored=frames_not_scored)
     write_text(json.dumps(report, indent=2) + "\n", args.out)
     for name, parts in report["summary"]["ccc"].items():
         text = "; ".join(

@@ -2,7 +2,9 @@
 
 Reads only the data contracts (Parquet columns and HDF5 datasets named in docs/design), not any
 stage's internals, so it doubles as a consistency check between stages: a video whose stages
-disagree on the number of frames is reported, not hidden.
+disagree on the number of frames is reported, not hidden. ``excluded`` lists the videos left out
+of scoring, as in ccc.json: those the manifest excluded (stage ``manifest``, with the cause) and
+those without a face in any frame (stage ``evaluate``).
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ def _faces(path: Path) -> dict:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path, columns=["status"])
+    table = pq.read_table(path, columns=["status", "n_faces"])
     counts = {k: 0 for k in ("detected", "tracked", "lost")}
     for entry in pc.value_counts(table["status"]).to_pylist():
         counts[entry["values"]] = entry["counts"]
-    return {"frames_decoded": table.num_rows, **counts}
+    # frames where a full-frame detection found more than one face (the tracker follows one of them)
+    multi = int(pc.sum(pc.greater(table["n_faces"], 1)).as_py() or 0)
+    return {"frames_decoded": table.num_rows, **counts, "multi_face_frames": multi}
 
 
 def _labels(path: Path) -> dict:
@@ -38,19 +42,22 @@ def _labels(path: Path) -> dict:
 
 
 def _h5(path: Path) -> dict:
-    import h5py
     import numpy as np
 
-    with h5py.File(path, "r") as f:
-        n = int(f["frame"].shape[0])
-        valid = int(np.count_nonzero(f["valid"][...])) if "valid" in f else n
-        return {"rows": n, "valid": valid, "datasets": sorted(k for k in f.keys())}
+    from affpipe.io.h5store import StoreReader
+
+    with StoreReader(path) as r:  # a foreign, truncated or unfinished file: an error naming it
+        return {"rows": int(r.n_rows), "valid": int(np.count_nonzero(r.valid)), "datasets": sorted(r.h5.keys())}
 
 
 def summarize(manifest: Path, results: Path) -> dict:
     import pyarrow.parquet as pq
 
-    rows = pq.read_table(manifest).to_pylist()
+    from affpipe.datasets import manifest_excluded
+
+    table = pq.read_table(manifest)
+    rows = table.to_pylist()
+    excluded = manifest_excluded(table.schema.metadata)
     videos = {}
     problems = []
     for row in rows:
@@ -71,12 +78,15 @@ def summarize(manifest: Path, results: Path) -> dict:
             problems.append(
                 f"{vid}: container reports {row['n_frames']} frames, {faces['frames_decoded']} decoded"
             )
+        if faces and faces["frames_decoded"] and faces["lost"] == faces["frames_decoded"]:
+            excluded.append({"video": vid, "partition": row["partition"], "stage": "evaluate",
+                             "reason": "no face found in any frame: no prediction"})
         videos[vid] = entry
-    totals: dict = {"videos": len(videos)}
+    totals: dict = {"videos": len(videos), "excluded": len(excluded)}
     for key in ("detected", "tracked", "lost", "frames_decoded"):
         totals[key] = sum((v["faces"] or {}).get(key, 0) for v in videos.values())
     totals["dfi"] = sum((v["dynamic"] or {}).get("valid", 0) for v in videos.values())
-    return {"dataset": results.name, "totals": totals, "problems": problems, "videos": videos}
+    return {"dataset": results.name, "totals": totals, "problems": problems, "excluded": excluded, "videos": videos}
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -87,6 +97,8 @@ def _run(args: argparse.Namespace) -> int:
     summary["affpipe_version"] = __version__
     for line in summary["problems"]:
         log.warning(line)
+    for e in summary["excluded"]:
+        log.warning("video %s (%s) excluded (%s stage): %s", e["video"], e["partition"], e["stage"], e["reason"])
     t = summary["totals"]
     log.info(
         "%d videos, %d frames decoded: %d detected, %d tracked, %d lost; %d dynamic images",

@@ -6,7 +6,7 @@ module documents the layout it reads and what it skips.
 """
 
 from affpipe.datasets.labels import LABELS_SCHEMA
-from affpipe.datasets.manifest import ADAPTERS, MANIFEST_SCHEMA, build_labels, build_manifest, manifest_warnings
+from affpipe.datasets.manifest import ADAPTERS, MANIFEST_SCHEMA, build_labels, build_manifest, manifest_excluded, manifest_warnings
 from affpipe.datasets.settings import check_root, dataset_settings
 
 __all__ = [
@@ -17,5 +17,6 @@ __all__ = [
     "build_manifest",
     "check_root",
     "dataset_settings",
+    "manifest_excluded",
     "manifest_warnings",
 ]

@@ -44,6 +44,13 @@ class Scan:
     entries: list[VideoEntry] = field(default_factory=list)
     skipped: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
     warnings: list[str] = field(default_factory=list)
+    #: videos the layout names but that cannot be used (missing video or label file): with
+    #: ``on_bad_input: exclude`` they are left out of the manifest and recorded, otherwise an error
+    problems: list[tuple[str, str, str, DatasetError]] = field(default_factory=list)
+
+    def problem(self, video: str, path: str | os.PathLike, partition: str, error: DatasetError) -> None:
+        """Record a video that cannot be used: ``(video, path, partition, error)``."""
+        self.problems.append((video, os.fspath(path), partition, error))
 
     def skip(self, reason: str, path: str | os.PathLike) -> None:
         """Record a file the adapter deliberately ignores (counted in the manifest metadata)."""

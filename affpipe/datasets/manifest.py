@@ -8,6 +8,7 @@ video's label files and resamples them to that video's frames.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections import Counter
 from pathlib import Path
@@ -21,7 +22,7 @@ from affpipe.datasets import affwild2, recola, semaine, usercsv
 from affpipe.datasets.labels import assemble_labels
 from affpipe.datasets.layout import label_source, parse_label_source
 from affpipe.datasets.settings import check_root, dataset_settings
-from affpipe.errors import DatasetError, VideoError
+from affpipe.errors import AffpipeError, DatasetError, VideoError
 from affpipe.progress import progress
 
 ADAPTERS: dict[str, ModuleType] = {"semaine": semaine, "recola": recola, "affwild2": affwild2, "csv": usercsv}
@@ -51,7 +52,7 @@ def _adapter_settings(settings: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in settings.items() if k not in STAGE_SECTIONS}
 
 
-def build_manifest(name: str, settings: dict[str, Any]) -> pa.Table:
+def build_manifest(name: str, settings: dict[str, Any], *, max_frame_shortfall: float | None = None) -> pa.Table:
     """Scan dataset ``name``'s tree and return its manifest, one row per video, sorted by id.
 
     Parameters
@@ -60,6 +61,10 @@ def build_manifest(name: str, settings: dict[str, Any]) -> pa.Table:
         Dataset key (``datasets.<name>`` in the config); used in messages.
     settings : dict
         That config entry; defaults are filled in from ``rules/schemas/dataset.schema.yaml``.
+    max_frame_shortfall : float, optional
+        The faces stage's ``faces.max_frame_shortfall``: the frame at ``ceil(n_frames * (1 - this)) - 1``
+        must decode (checked by seeking to it), else the video is truncated beyond what the faces stage
+        accepts and is excluded here. None = only the first frame is checked.
 
     Returns
     -------
@@ -69,15 +74,27 @@ def build_manifest(name: str, settings: dict[str, Any]) -> pa.Table:
         ``n_frames`` the container-reported count, ``duration_s = n_frames / fps``, ``label_source``
         ``valence_file;arousal_file`` (one path when one file holds both; empty without labels).
         The schema metadata records the dataset, adapter, root, settings, skipped files (counted by
-        reason, with examples) and warnings (JSON).
+        reason, with examples), warnings and the excluded videos (JSON; :func:`manifest_excluded`).
+
+    Notes
+    -----
+    Pre-flight: each video is probed and its first frame decoded (a cheap check for corrupt and
+    zero-frame files), with ``max_frame_shortfall`` also the last frame the faces stage needs (one
+    seek), and its labels are built once with :func:`build_labels` (missing or unreadable label
+    file, values out of range, length drift beyond ``label_drift_error_s``). A video
+    failing one of these checks, or whose video/label file the adapter reports missing, is *excluded*
+    with ``on_bad_input: exclude`` (the default): it gets no manifest row, hence no per-video job, and
+    is recorded in the ``excluded`` metadata with the cause. With ``on_bad_input: fail`` the first
+    such video raises.
 
     Raises
     ------
     DatasetError
         Unset or missing root (naming ``datasets.<name>.root``), a layout the adapter does not
-        understand (naming the files), missing label files.
+        understand (naming the files); with ``on_bad_input: fail`` a missing or bad label file;
+        every video excluded.
     VideoError
-        A video that cannot be opened or reports no frames.
+        With ``on_bad_input: fail``: a video that cannot be opened, reports no frames or decodes none.
     """
     s = dataset_settings(name, settings)
     root = check_root(name, s)
@@ -85,32 +102,66 @@ def build_manifest(name: str, settings: dict[str, Any]) -> pa.Table:
     result = adapter.scan(root, s, name)
     expected_fps = s["expected_fps"] if s["expected_fps"] is not None else adapter.NOMINAL_FPS
     warnings = list(result.warnings)
+    excluded: list[dict[str, str]] = []
+
+    def bad(video: str, path: str | os.PathLike, partition: str, err: AffpipeError) -> None:
+        """A video that cannot be used: fatal with ``on_bad_input: fail``, else excluded and recorded."""
+        if s["on_bad_input"] == "fail":
+            raise err
+        excluded.append({"video": video, "path": os.fspath(path), "partition": partition, "stage": "manifest",
+                         "reason": err.cause, "file": err.path or os.fspath(path)})
+
+    for video, path, partition, err in result.problems:
+        bad(video, path, partition, err)
     columns: dict[str, list] = {f.name: [] for f in MANIFEST_SCHEMA}
     entries = sorted(result.entries, key=lambda e: e.video)
-    from affpipe.io.video import probe  # OpenCV: imported only when videos are probed
+    from affpipe.io.video import check_decodes, probe  # OpenCV: imported only when videos are probed
 
     for e in progress(entries, total=len(entries), desc=f"manifest {name}", unit="video"):
-        info = probe(e.path)
-        if info.n_frames_reported <= 0:
-            raise VideoError(
-                "container reports no frame count; re-mux it (e.g. `ffmpeg -i IN -c copy OUT.mp4`)", path=e.path
-            )
+        try:
+            info = probe(e.path)
+            if info.n_frames_reported <= 0:
+                raise VideoError(
+                    "container reports no frame count; re-mux it (e.g. `ffmpeg -i IN -c copy OUT.mp4`)", path=e.path
+                )
+            last_needed = None
+            if max_frame_shortfall is not None:
+                last_needed = math.ceil(info.n_frames_reported * (1 - max_frame_shortfall)) - 1
+            check_decodes(e.path, last_needed=last_needed)
+        except VideoError as err:
+            bad(e.video, e.path, e.partition, err)
+            continue
+        row = {
+            "video": e.video,
+            "path": os.fspath(Path(e.path).resolve()),
+            "partition": e.partition,
+            "fps": float(info.fps),
+            "n_frames": int(info.n_frames_reported),
+            "width": int(info.width),
+            "height": int(info.height),
+            "duration_s": info.n_frames_reported / info.fps,
+            "subject": e.subject,
+            "label_source": label_source(tuple(Path(p).resolve() for p in e.labels)),
+            "side": e.side,
+        }
+        try:  # the labels rule's own checks (missing file, values out of range, length drift), run now
+            build_labels(row, s, dataset=name)
+        except DatasetError as err:
+            bad(e.video, e.path, e.partition, err)
+            continue
         if expected_fps and abs(info.fps - expected_fps) > FPS_TOLERANCE * expected_fps:
             warnings.append(
                 f"{e.path}: container frame rate {info.fps:g} fps differs from the {s['adapter']} rate "
                 f"{expected_fps:g} fps; labels are placed on this video's own frame times"
             )
-        columns["video"].append(e.video)
-        columns["path"].append(os.fspath(Path(e.path).resolve()))
-        columns["partition"].append(e.partition)
-        columns["fps"].append(float(info.fps))
-        columns["n_frames"].append(int(info.n_frames_reported))
-        columns["width"].append(int(info.width))
-        columns["height"].append(int(info.height))
-        columns["duration_s"].append(info.n_frames_reported / info.fps)
-        columns["subject"].append(e.subject)
-        columns["label_source"].append(label_source(tuple(Path(p).resolve() for p in e.labels)))
-        columns["side"].append(e.side)
+        for key, value in row.items():
+            columns[key].append(value)
+    if not columns["video"]:
+        raise DatasetError(
+            f"no usable video: all {len(excluded)} were excluded (first: {excluded[0]['file']}: "
+            f"{excluded[0]['reason']})" if excluded else "no video found",
+            path=root,
+        )
     table = pa.table(columns, schema=MANIFEST_SCHEMA)
     metadata = {
         "affpipe_version": __version__,
@@ -123,6 +174,7 @@ def build_manifest(name: str, settings: dict[str, Any]) -> pa.Table:
         "skipped": json.dumps({k: len(v) for k, v in sorted(result.skipped.items())}),
         "skipped_examples": json.dumps({k: v[:SKIPPED_EXAMPLES] for k, v in sorted(result.skipped.items())}),
         "warnings": json.dumps(warnings),
+        "excluded": json.dumps(excluded),
     }
     return table.replace_schema_metadata({k.encode(): v.encode() for k, v in metadata.items()})
 
@@ -131,6 +183,16 @@ def manifest_warnings(table: pa.Table) -> list[str]:
     """The warnings recorded in a manifest's metadata."""
     meta = table.schema.metadata or {}
     return json.loads(meta.get(b"warnings", b"[]"))
+
+
+def manifest_excluded(metadata: dict[bytes, bytes] | None) -> list[dict[str, str]]:
+    """The videos a manifest left out (``excluded`` metadata key; empty for older manifests).
+
+    Each entry: ``video``, ``path`` (the video file), ``partition``, ``stage`` (``"manifest"``),
+    ``reason`` (the cause, phrased for the user) and ``file`` (the file the cause is about: the
+    video, or its label file).
+    """
+    return json.loads((metadata or {}).get(b"excluded", b"[]"))
 
 
 def _file_provenance(path: str) -> dict[str, Any]:

@@ -44,6 +44,10 @@ PARTITION_ALIASES = {
 }
 
 
+class MissingFileError(DatasetError):
+    """A video or label file named in the table that does not exist (a per-video problem)."""
+
+
 def table_path(root: Path, settings: dict[str, Any]) -> Path:
     """``<root>/<table>``."""
     return root / settings["table"]
@@ -64,9 +68,10 @@ def _file_in_table(base: Path, value: str, *, table: Path, line: int, column: st
         path = base / norm
     if not path.exists():
         what = "video" if column == "path" else "label file"
-        raise DatasetError(f"{what} named on line {line} of {table.name} ({column} column) does not exist", path=path)
+        raise MissingFileError(f"{what} named on line {line} of {table.name} ({column} column) does not exist",
+                               path=path)
     if not path.is_file():
-        raise DatasetError(f"line {line}, {column}: not a file", path=path)
+        raise MissingFileError(f"line {line}, {column}: not a file", path=path)
     return path
 
 
@@ -111,15 +116,25 @@ def scan(root: Path, settings: dict[str, Any], name: str) -> Scan:
             )
         if not cell["path"]:
             raise DatasetError(f"line {line}: empty path for video {video!r}", path=table)
-        vpath = _file_in_table(base, cell["path"], table=table, line=line, column="path")
+        # a missing video or label file is a per-video problem (excluded or fatal by `on_bad_input`);
+        # a path leaving the table's folder stays a structural error of the table
+        try:
+            vpath = _file_in_table(base, cell["path"], table=table, line=line, column="path")
+        except MissingFileError as err:
+            result.problem(video, err.path or "", part, err)
+            continue
         labels: tuple[Path, ...] = ()
         if cell["labels"]:
-            lpath = _file_in_table(base, cell["labels"], table=table, line=line, column="labels")
+            try:
+                lpath = _file_in_table(base, cell["labels"], table=table, line=line, column="labels")
+            except MissingFileError as err:
+                result.problem(video, vpath, part, err)
+                continue
             labels = (lpath, lpath)
         result.entries.append(
             VideoEntry(video=video, path=vpath, partition=part, subject=cell.get("subject", ""), labels=labels)
         )
-    if not result.entries:
+    if not result.entries and not result.problems:
         raise DatasetError("video table has no rows", path=table)
     check_unique_ids(result.entries, where=table)
     return result

@@ -461,6 +461,12 @@ class StoreReader:
         for name in ROW_DATASETS:
             if name not in self.h5:
                 self._fail(f"dataset {name!r} is missing")
+        if self.h5["frame"].ndim != 1 or self.h5["frame"].dtype.kind not in "iu":
+            self._fail(f"dataset 'frame' must be 1-D integer, got shape {self.h5['frame'].shape} "
+                       f"dtype {self.h5['frame'].dtype}")
+        if self.h5["valid"].ndim != 1 or self.h5["valid"].dtype.kind != "b":
+            self._fail(f"dataset 'valid' must be 1-D bool, got shape {self.h5['valid'].shape} "
+                       f"dtype {self.h5['valid'].dtype}")
         for name, obj in self.h5.items():
             if hasattr(obj, "shape") and obj.shape[:1] != (n,):
                 self._fail(f"dataset {name!r} has {obj.shape[0] if obj.shape else 0} rows, file says n_rows={n} (truncated?)")

@@ -161,7 +161,7 @@ class FeatureSource:
         self.dataset = "+".join(self.datasets)
         self.groups: list[tuple[str, int]] = []
         dtypes = []
-        with StoreReader(self.path) as reader:
+        with StoreReader(self.path, stage="features") as reader:  # written by affpipe.cnn.extract
             for name in self.datasets:
                 if name not in reader:
                     if name == PRED_DATASET:
