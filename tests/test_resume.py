@@ -31,8 +31,8 @@ from test_workflow import ROOT, SNAKEMAKE, TINY_CONFIG, TINY_TARGETS
 KILL_POINTS = (
     ("demo generation", "results/tiny/logs/demo_data.log", 2.0),
     ("dynamic images", "results/tiny/logs/dynamic/*.log", 1.0),
-    ("CNN training", "results/tiny/logs/cnn_train/*.log", 6.0),
-    ("sequence regression", "results/tiny/logs/regress/*.log", 4.0),
+    ("CNN training", "results/tiny/logs/cnn_train/*.log", 3.0),
+    ("sequence regression", "results/tiny/logs/regress/*.log", 1.0),
 )
 #: temporaries of affpipe's atomic writes (affpipe/io/atomic.py) and of `affpipe dynamic`'s parts
 LEFTOVER_PATTERNS = ("*.tmp-*", ".*.tmp-*", "*.old-*", ".*.old-*", "*.part*-*.h5")
