@@ -20,6 +20,8 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from affpipe.faces.landmarks import MIRROR_68  # noqa: F401  (re-exported: align.MIRROR_68)
+
 N_LANDMARKS = 68
 
 # Canonical 68-point template (iBUG 300-W order), unit-normalised: the bounding box of the points is
@@ -58,15 +60,6 @@ TEMPLATE_68 = np.array(
 )
 TEMPLATE_68.setflags(write=False)
 
-#: Index permutation that maps the 68 points of a face to those of its mirror image.
-MIRROR_68 = np.array(
-    list(range(16, -1, -1))  # jaw
-    + list(range(26, 16, -1))  # eyebrows
-    + [27, 28, 29, 30, 35, 34, 33, 32, 31]  # nose
-    + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40]  # eyes
-    + [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55]  # outer lips
-    + [64, 63, 62, 61, 60, 67, 66, 65]  # inner lips
-)
 
 #: Landmark subsets the similarity transform can be fitted on (config key ``static.align_landmarks``).
 #: ``rigid`` (nose and the four eye corners) moves least with expression, so expression changes
