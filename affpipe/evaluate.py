@@ -112,6 +112,10 @@ def check_predictions(p: ExperimentPredictions) -> None:
             raise PredictionsError(f"video {vid} is in several partitions ({', '.join(sorted(parts))})")
 
 
+#: ``reason`` of an excluded video whose faces table has no face in any frame (ccc.json, summary.json)
+NO_FACE_REASON = "no face found in any frame: no prediction"
+
+
 def videos_without_prediction(experiments: Sequence[ExperimentPredictions]) -> dict[str, list[str]]:
     """Videos whose every frame is filled in at least one experiment: ``{video: [experiment, ...]}``.
 

@@ -101,7 +101,6 @@ def dataset_settings(ds):
     return {k: v for k, v in dataset_entry(ds).items() if k not in STAGE_SECTIONS}
 
 
-
 def _json(value):
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 

@@ -104,6 +104,8 @@ def read_predictions(path: Path, name: str):
 
 def no_prediction_reason(video: str, experiments: list[str], faces_dir: Path | None) -> str:
     """Why a video has no prediction of its own (no feature row in any frame of ``experiments``)."""
+    from affpipe.evaluate import NO_FACE_REASON
+
     if faces_dir is not None:
         import pyarrow.compute as pc
         import pyarrow.parquet as pq
@@ -112,7 +114,7 @@ def no_prediction_reason(video: str, experiments: list[str], faces_dir: Path | N
         if path.is_file():
             status = pq.read_table(path, columns=["status"])["status"]
             if status.length() == 0 or not pc.any(pc.not_equal(status, "lost")).as_py():
-                return "no face found in any frame: no prediction"
+                return NO_FACE_REASON
     return f"no feature row in any frame (experiment(s) {', '.join(experiments)}): no prediction"
 
 

@@ -90,13 +90,12 @@ def render(report: dict, preds: list, settings: dict, out: Path) -> list[Path]:
 
 def handler(args: argparse.Namespace) -> int:
     import json
-    import os
     import shutil
 
     from affpipe.commands.evaluate import parse_pairs, read_predictions
     from affpipe.config import section_settings
     from affpipe.errors import AffpipeError
-    from affpipe.io.atomic import temp_sibling
+    from affpipe.io.atomic import replace_dir, temp_sibling
 
     settings = section_settings("evaluate", load_settings(args.settings))
     try:
@@ -126,11 +125,7 @@ def handler(args: argparse.Namespace) -> int:
     tmp.mkdir()
     try:
         written = render(report, preds, settings, tmp)
-        old = out.with_name(f"{out.name}.old-{os.getpid()}")
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

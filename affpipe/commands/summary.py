@@ -54,6 +54,7 @@ def summarize(manifest: Path, results: Path) -> dict:
     import pyarrow.parquet as pq
 
     from affpipe.datasets import manifest_excluded
+    from affpipe.evaluate import NO_FACE_REASON
 
     table = pq.read_table(manifest)
     rows = table.to_pylist()
@@ -80,7 +81,7 @@ def summarize(manifest: Path, results: Path) -> dict:
             )
         if faces and faces["frames_decoded"] and faces["lost"] == faces["frames_decoded"]:
             excluded.append({"video": vid, "partition": row["partition"], "stage": "evaluate",
-                             "reason": "no face found in any frame: no prediction"})
+                             "reason": NO_FACE_REASON})
         videos[vid] = entry
     totals: dict = {"videos": len(videos), "excluded": len(excluded)}
     for key in ("detected", "tracked", "lost", "frames_decoded"):

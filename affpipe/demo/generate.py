@@ -20,7 +20,6 @@ the codecs used are deterministic, so the same settings give byte-identical file
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -312,7 +311,7 @@ def generate_demo(settings: dict[str, Any], out: str | os.PathLike) -> dict[str,
     from affpipe import __version__
     from affpipe.demo.preview import preview_sheet
     from affpipe.io.atomic import write_parquet
-    from affpipe.io.atomic import temp_sibling
+    from affpipe.io.atomic import replace_dir, temp_sibling
     from affpipe.progress import progress
 
     out = Path(out)
@@ -389,21 +388,8 @@ def generate_demo(settings: dict[str, Any], out: str | os.PathLike) -> dict[str,
         (tmp / "truth.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         if settings["preview"]:
             (tmp / "preview.png").write_bytes(preview_sheet(identities, strengths))
-        _replace_dir(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return summary
-
-
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Move the finished folder ``tmp`` to ``out``, replacing an older ``out`` as late as possible."""
-    old = out.parent / f".{out.name}.old-{os.getpid()}"
-    if out.exists() or out.is_symlink():
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old.is_dir() and not old.is_symlink():
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            old.unlink()

@@ -65,6 +65,24 @@ def temp_sibling(path: str | os.PathLike, *, hidden: bool = False) -> Path:
     return path.with_name(f"{'.' if hidden else ''}{path.name}.tmp-{os.getpid()}")
 
 
+def replace_dir(tmp: str | os.PathLike, out: str | os.PathLike) -> None:
+    """Move the finished folder ``tmp`` to ``out``, replacing an older ``out`` as late as possible.
+
+    The older ``out`` is first moved aside to ``.<name>.old-<pid>`` (removed afterwards, or by
+    :func:`clear_stale` on the next write if this process is killed in between).
+    """
+    tmp, out = Path(tmp), Path(out)
+    old = out.parent / f".{out.name}.old-{os.getpid()}"
+    if out.exists() or out.is_symlink():
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old.is_dir() and not old.is_symlink():
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            old.unlink()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it to ``path`` on success.

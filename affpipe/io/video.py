@@ -52,7 +52,7 @@ def _open(path: str | os.PathLike, *, threads: int | None = None) -> cv2.VideoCa
 MP4_SUFFIXES = (".mp4", ".m4v", ".mov", ".3gp")
 
 
-def _mp4_diagnosis(path: Path) -> str | None:
+def _mp4_diagnosis(path: str | os.PathLike) -> str | None:
     """Why an MP4/MOV file FFmpeg could not open is broken, from its top-level boxes; None if unknown.
 
     Reads only the 8-16 byte box headers: a box running past the end of the file (truncated), no
@@ -60,6 +60,7 @@ def _mp4_diagnosis(path: Path) -> str | None:
     """
     import struct
 
+    path = Path(path)
     if path.suffix.lower() not in MP4_SUFFIXES:
         return None
     size_total = path.stat().st_size
