@@ -204,6 +204,8 @@ def test_bad_inputs_end_to_end(tmp_path):
     for vid, (part, cause) in MANIFEST_EXCLUDED.items():
         e = excluded[vid]
         assert (e["partition"], e["stage"]) == (part, "manifest") and cause in e["reason"], e
+    hint = excluded[NO_FACE].pop("hint")  # names the settings that find smaller or harder faces
+    assert "faces={upsample: 1}" in hint and "faces.detector: cnn" in hint, hint
     assert excluded[NO_FACE] == {"video": NO_FACE, "partition": "devel", "stage": "evaluate",
                                  "reason": "no face found in any frame: no prediction"}
     assert list(ccc["experiments"]) == ["dfm_bgru"]

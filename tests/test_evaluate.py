@@ -10,6 +10,7 @@ import pytest
 
 from affpipe import metrics
 from affpipe.cli import main
+from affpipe.faces.advice import GENERIC_HINT
 from affpipe.io.atomic import write_parquet
 from affpipe.regress.experiment import predictions_schema
 
@@ -213,7 +214,8 @@ def test_manifest_exclusions_and_videos_without_a_face_are_listed(tmp_path):
     assert rc == 0
     r = json.loads(out.read_text())
     assert r["excluded"] == [gone, {"video": "d2", "partition": "devel", "stage": "evaluate",
-                                    "reason": "no face found in any frame: no prediction"}]
+                                    "reason": "no face found in any frame: no prediction",
+                                    "hint": GENERIC_HINT}]  # this faces table records no settings
     devel = r["experiments"]["good"]["partitions"]["devel"]
     assert devel["videos"] == 1 and devel["frames"] == N  # d2 is not scored, and nothing is filled in for it
 

@@ -75,6 +75,8 @@ def test_no_face_video_exits_cleanly_all_lost_and_the_sheet_marks_them(tmp_path)
     out = tmp_path / "no_face.parquet"
     proc = run_cli("faces", "--video", media("no_face.mp4"), "--out", out, check_rc=0)
     assert "no face found in any frame" in proc.stderr
+    # the warning names what to try, and the search really ran at full resolution (960x540 > 640)
+    assert "searched at full resolution 960x540" in proc.stderr and "faces={upsample: 1}" in proc.stderr
     t = read_faces(out)
     # the container reports 98 frames, 95 decode: recorded and warned, not fatal
     assert len(t) == 95 and (t.status == "lost").all() and np.isnan(t.points).all()

@@ -175,6 +175,7 @@ def handler(args: argparse.Namespace) -> int:
     from affpipe.config import section_settings
     from affpipe.errors import AffpipeError
     from affpipe.evaluate import (
+        NO_FACE_REASON,
         build_report,
         compare_labels,
         drop_videos,
@@ -182,6 +183,7 @@ def handler(args: argparse.Namespace) -> int:
         keep_rows,
         videos_without_prediction,
     )
+    from affpipe.faces.advice import faces_table_hint
     from affpipe.io.atomic import write_text
 
     settings = section_settings("evaluate", load_settings(args.settings))
@@ -201,10 +203,14 @@ def handler(args: argparse.Namespace) -> int:
     unpredicted = videos_without_prediction(preds)
     for vid, names in sorted(unpredicted.items()):
         reason = no_prediction_reason(vid, names, args.faces)
-        excluded.append({"video": vid, "partition": partition_of[vid], "stage": "evaluate", "reason": reason})
+        entry = {"video": vid, "partition": partition_of[vid], "stage": "evaluate", "reason": reason}
+        if reason == NO_FACE_REASON:
+            entry["hint"] = faces_table_hint(args.faces / f"{vid}.parquet")
+        excluded.append(entry)
     for e in excluded:
-        log.warning("video %s (%s) not scored (%s stage): %s", e["video"], e["partition"], e["stage"],
-                    f"{e['file']}: {e['reason']}" if e.get("file") else e["reason"])
+        log.warning("video %s (%s) not scored (%s stage): %s%s", e["video"], e["partition"], e["stage"],
+                    f"{e['file']}: {e['reason']}" if e.get("file") else e["reason"],
+                    f"; {e['hint']}" if e.get("hint") else "")
     preds = [drop_videos(p, set(unpredicted)) for p in preds]
     frames_not_scored = []
     if args.faces is not None:

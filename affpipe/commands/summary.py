@@ -54,6 +54,7 @@ def summarize(manifest: Path, results: Path) -> dict:
     import pyarrow.parquet as pq
 
     from affpipe.datasets import manifest_excluded
+    from affpipe.faces.advice import faces_table_hint
     from affpipe.evaluate import NO_FACE_REASON
 
     table = pq.read_table(manifest)
@@ -81,7 +82,7 @@ def summarize(manifest: Path, results: Path) -> dict:
             )
         if faces and faces["frames_decoded"] and faces["lost"] == faces["frames_decoded"]:
             excluded.append({"video": vid, "partition": row["partition"], "stage": "evaluate",
-                             "reason": NO_FACE_REASON})
+                             "reason": NO_FACE_REASON, "hint": faces_table_hint(results / "faces" / f"{vid}.parquet")})
         videos[vid] = entry
     totals: dict = {"videos": len(videos), "excluded": len(excluded)}
     for key in ("detected", "tracked", "lost", "frames_decoded"):

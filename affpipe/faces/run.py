@@ -32,6 +32,7 @@ import numpy as np
 
 from affpipe import __version__
 from affpipe.errors import VideoError
+from affpipe.faces.advice import no_face_hint
 from affpipe.faces.detectors import make_detector
 from affpipe.faces.landmarks import N_LANDMARKS
 from affpipe.faces.predictor import LandmarkPredictor
@@ -204,7 +205,14 @@ def track_video(
     status_arr = np.array(status, dtype=str)
     counts = {s: int(np.count_nonzero(status_arr == s)) for s in STATUSES}
     if counts[LOST] == n:
-        warnings.append("no face found in any frame: every row is lost")
+        warnings.append("no face found in any frame: every row is lost; "
+                        + no_face_hint(settings, info.width, info.height))
+    detect_scale = tracker.detect_scale if tracker is not None else None
+    escalated_at = tracker.escalated_at if tracker is not None else None
+    if escalated_at is not None:
+        log.info("faces: %s: no face at the downscaled detection size (faces.detect_max_width %d of %d px); "
+                 "detecting at full resolution from frame %d on", video, settings["detect_max_width"],
+                 info.width, escalated_at)
     if settings["smoothing_sigma"] > 0:
         points = smooth_landmarks(points, status_arr != LOST, sigma=settings["smoothing_sigma"]).astype(np.float32)
     for w in warnings:
@@ -224,6 +232,8 @@ def track_video(
         "n_frames_reported": reported,
         "n_frames_decoded": n,
         "status_counts": counts,
+        "detect_scale": detect_scale,
+        "detect_full_resolution_from": escalated_at,
         "lost_reasons": dict(sorted(reasons.items())),
         "warnings": warnings,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

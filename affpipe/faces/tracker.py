@@ -5,6 +5,11 @@ State machine, one call of :meth:`FaceTracker.update` per decoded frame:
 * **Not tracking** (first frame, or after a loss): full-frame detection (on a frame downscaled to
   ``detect_max_width``); the subject is chosen among the faces (:func:`choose_face`); the shape
   predictor runs on its box -> status ``detected``. No acceptable face -> ``lost``.
+  When the downscaled pass finds no face, the detection is retried at full resolution (small faces
+  in HD video fall below the detector's window when downscaled); once that finds a face the
+  downscaled pass missed, every later full-frame detection of the video runs at full resolution
+  (:attr:`FaceTracker.detect_scale`, recorded in the output metadata). During a long stretch with
+  no face at all, the full-resolution retry runs on every :data:`FULL_RES_RETRY_FRAMES`-th frame only.
 * **Tracking**: the box for this frame is the box the HOG detector *would* draw around the previous
   frame's landmarks (:func:`affpipe.faces.boxmodel.box_from_landmarks`); the predictor runs on it ->
   ``tracked``. Every ``redetect_every`` frames the detector runs again (on a region around the face,
@@ -43,6 +48,9 @@ SIDES = ("left", "right")
 # the video resolution (a ~160 x 160 px search).
 ROI_MARGIN = 1.6
 ROI_FACE_PX = 100.0
+# When the downscaled full-frame pass finds no face, it is retried at full resolution; after this many
+# failed retries in a row, only on every this-many-th frame (bounds the cost of long face-free stretches).
+FULL_RES_RETRY_FRAMES = 10
 # A re-detection matches the track when its box overlaps the tracked box by at least this IoU.
 MATCH_IOU = 0.3
 # Choosing the subject at start: faces at least this fraction of the largest face's side are
@@ -116,6 +124,11 @@ def _centre(box: np.ndarray) -> np.ndarray:
 
 def _side(box: np.ndarray) -> float:
     return float(np.sqrt(max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0)))
+
+
+def downscale_factor(width: int, detect_max_width: int) -> float:
+    """Scale of the first full-frame detection pass: ``detect_max_width / width``, at most 1 (0 = off)."""
+    return detect_max_width / width if 0 < detect_max_width < width else 1.0
 
 
 def visible_fraction(box: np.ndarray, width: int, height: int) -> float:
@@ -198,7 +211,21 @@ class FaceTracker:
         self.detector = detector
         self.predictor = predictor
         self.side = side
+        self._detect_scale: float | None = None
+        self._escalated_at: int | None = None
+        self._full_res_misses = 0
+        self._frame_index = -1
         self.reset()
+
+    @property
+    def detect_scale(self) -> float | None:
+        """Scale of the full-frame detection pass (1.0 = full resolution); None before the first frame."""
+        return self._detect_scale
+
+    @property
+    def escalated_at(self) -> int | None:
+        """Frame (0-based call of :meth:`update`) at which detection moved to full resolution, if it did."""
+        return self._escalated_at
 
     def reset(self) -> None:
         """Forget the current track (the next frame runs a full-frame detection)."""
@@ -212,11 +239,31 @@ class FaceTracker:
     # -- detection helpers ---------------------------------------------------------------------------
 
     def _full_frame_detect(self, frame_rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        s = self.settings
-        width = frame_rgb.shape[1]
-        scale = s.detect_max_width / width if 0 < s.detect_max_width < width else 1.0
-        boxes, scores = detect_faces(self.detector, frame_rgb, scale=scale)
-        return self._size_filter(boxes, scores)
+        """Detect on the whole frame at :attr:`detect_scale`, retrying at full resolution.
+
+        The first pass runs on the frame downscaled to ``detect_max_width`` (speed). If it finds no
+        face of at least ``min_face_size`` and the frame was downscaled, the detection is retried at
+        full resolution; if that finds a face, the video's detection scale becomes 1.0 for good, so
+        that every later full-frame detection (re-acquisition, counting, side choice) sees the same
+        small faces.
+        """
+        if self._detect_scale is None:
+            self._detect_scale = downscale_factor(frame_rgb.shape[1], self.settings.detect_max_width)
+        boxes, scores = self._size_filter(*detect_faces(self.detector, frame_rgb, scale=self._detect_scale))
+        if len(boxes) == 0 and self._detect_scale < 1.0:
+            # A long stretch without any face (credits, an empty room) would pay the full-resolution
+            # pass on every frame: after FULL_RES_RETRY_FRAMES failed retries in a row, retry only on
+            # every FULL_RES_RETRY_FRAMES-th frame.
+            misses = self._full_res_misses
+            if misses < FULL_RES_RETRY_FRAMES or misses % FULL_RES_RETRY_FRAMES == 0:
+                boxes, scores = self._size_filter(*detect_faces(self.detector, frame_rgb, scale=1.0))
+                if len(boxes):
+                    self._detect_scale = 1.0
+                    self._escalated_at = self._frame_index
+            self._full_res_misses = 0 if len(boxes) else misses + 1
+        elif len(boxes):
+            self._full_res_misses = 0
+        return boxes, scores
 
     def _roi_detect(self, frame_rgb: np.ndarray, box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         side = _side(box)
@@ -283,6 +330,7 @@ class FaceTracker:
         """
         s = self.settings
         h, w = frame_rgb.shape[:2]
+        self._frame_index += 1
         if self._points is None:
             boxes, scores = self._full_frame_detect(frame_rgb)
             n_faces = len(boxes)
