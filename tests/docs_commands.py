@@ -8,9 +8,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC_FILES = ("README.md", "docs/*.md")
+# Files whose header comments show commands (`#   snakemake ...`).
+COMMENT_FILES = ("Snakefile", "workflow_config.yaml", "profiles/*/config.yaml")
 
 # What a shown command starts with (the project's tools; not shell output or prose).
-COMMAND_RE = re.compile(r"^(\.venv/bin/\S+|python3? -m affpipe|snakemake|make)(\s|$)")
+COMMAND_RE = re.compile(r"^(\.venv/bin/\S+|python3?|snakemake|make|pytest|pip3?)(\s|$)")
 SHELL_LANGS = {"bash", "sh", "shell", "console", ""}
 FENCE_RE = re.compile(r"^```(\w*)[^\n]*\n(.*?)^```", re.S | re.M)
 INLINE_RE = re.compile(r"(?<!`)`([^`\n]+)`(?!`)")
@@ -60,15 +62,28 @@ def _inline(rel: str, text: str) -> list[DocCommand]:
     return out
 
 
+def _comments(rel: str, text: str) -> list[DocCommand]:
+    out = []
+    for number, line in enumerate(text.splitlines(), 1):
+        match = re.match(r"#\s+(.*\S)", line)
+        if match and COMMAND_RE.match(match.group(1)):
+            out.append(DocCommand(match.group(1), rel, number, inline=True))
+    return out
+
+
 def doc_commands(root: Path = ROOT) -> list[DocCommand]:
-    """Every command line shown in README.md and docs/*.md: the lines of shell code blocks (and of
-    unlabelled blocks) that start with a project tool, and inline code spans that do."""
+    """Every command line shown in README.md and docs/*.md -- the lines of shell code blocks (and of
+    unlabelled blocks) that start with a project tool, and inline code spans that do -- and in the
+    header comments of the Snakefile, workflow_config.yaml and the profiles."""
     out = []
     for pattern in DOC_FILES:
         for path in sorted(root.glob(pattern)):
             rel = path.relative_to(root).as_posix()
             text = path.read_text()
             out += _fenced(rel, text) + _inline(rel, text)
+    for pattern in COMMENT_FILES:
+        for path in sorted(root.glob(pattern)):
+            out += _comments(path.relative_to(root).as_posix(), path.read_text())
     return out
 
 
