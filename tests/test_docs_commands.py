@@ -52,6 +52,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "snakemake --cores 32 results/semaine/report/summary.json --config 'datasets={semaine: {root: /data/AVEC2012}}'": (REAL_DATASET, "semaine"),
     "snakemake --workflow-profile profiles/slurm results/<dataset>/ccc.json": (REAL_DATASET, "semaine"),
     ".venv/bin/snakemake --cores 32 results/semaine/ccc.json --config 'datasets={semaine: {root: /data/AVEC2012}}'": (REAL_DATASET, "semaine"),
+    ".venv/bin/snakemake --cores 32 results/semaine/ccc.json --config 'datasets={semaine: {root: /data/AVEC2012}}' 'static={size: 112}' 'dr={width: 16, depth: 3}' 'cnn={backbone: small, optimizer: adam, lr: 0.001}'": (REAL_DATASET, "semaine"),
     ".venv/bin/snakemake --workflow-profile profiles/slurm results/semaine/ccc.json": (REAL_DATASET, "semaine"),
     ".venv/bin/snakemake --workflow-profile profiles/slurm results/semaine/ccc.json --config 'datasets={semaine: {root: /data/AVEC2012}}'": (REAL_DATASET, "semaine"),
     # --- usage lines with placeholders ({ds}, JSON, N, PATH, [optional]) --------------------------
