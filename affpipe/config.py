@@ -23,7 +23,7 @@ import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import jsonschema
 import yaml
@@ -273,7 +273,7 @@ def coerce(instance: Any, schema_name: str = ROOT_SCHEMA) -> Any:
 
 # --- validation ---------------------------------------------------------------------------------
 #: A configuration layer: its label (e.g. "--configfile cpu.yaml") and its values, or the file to load them from.
-Layer = tuple[str, Union[Mapping[str, Any], str, os.PathLike]]
+Layer = tuple[str, Mapping[str, Any] | str | os.PathLike]
 
 
 def _error_path(err: jsonschema.ValidationError) -> tuple:
@@ -288,9 +288,19 @@ def _error_path(err: jsonschema.ValidationError) -> tuple:
     return path
 
 
-def _format_error(err: jsonschema.ValidationError, prefix: str, origin: Callable[[tuple], str | None] | None = None) -> str:
-    where = ".".join(str(p) for p in err.absolute_path)
-    key = f"{prefix}.{where}" if prefix and where else (prefix or where or "<top level>")
+def _dotted(prefix: str, path: Sequence[Any]) -> str:
+    where = ".".join(str(p) for p in path)
+    return f"{prefix}.{where}" if prefix and where else (prefix or where or "<top level>")
+
+
+def _format_error(
+    err: jsonschema.ValidationError,
+    prefix: str,
+    origin: Callable[[tuple], str | None] | None = None,
+    key_of: Callable[[tuple], str] | None = None,
+) -> str:
+    path = tuple(err.absolute_path)
+    key = key_of(path) if key_of else _dotted(prefix, path)
     label = origin(_error_path(err)) if origin else None
     src = f" (from {label})" if label else ""
     return f"config key `{key}`{src}: {err.message}"
@@ -303,6 +313,7 @@ def validate(
     prefix: str = "",
     source: str | None = None,
     origin: Callable[[tuple], str | None] | None = None,
+    key_of: Callable[[tuple], str] | None = None,
 ) -> dict[str, Any]:
     """Type string values by the schema (:func:`coerce`), then validate ``instance`` in place
     against one schema file, filling in defaults.
@@ -312,6 +323,8 @@ def validate(
     origin : callable, optional
         Maps the key path of an invalid value (relative to ``instance``) to where it was set
         (e.g. "the command line --config"); named in the message.
+    key_of : callable, optional
+        Maps that key path to the dotted key the message names (default: ``prefix`` + the path).
 
     Raises
     ------
@@ -326,7 +339,7 @@ def validate(
         pass
     errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
     if errors:
-        lines = "; ".join(_format_error(e, prefix, origin) for e in errors)
+        lines = "; ".join(_format_error(e, prefix, origin, key_of) for e in errors)
         raise ConfigError(f"invalid configuration: {lines}", path=source)
     return instance
 
@@ -407,35 +420,27 @@ def validate_config(
     validate(config, ROOT_SCHEMA, origin=origin)
     for ds, entry in (config.get("datasets") or {}).items():
         for section in _dataset_sections():
-            override = entry.get(section)
-            if not override:
-                continue
-            merged = copy.deepcopy({**(config.get(section) or {}), **override})
-
-            def section_origin(path, ds=ds, section=section, override=override):
-                inner = ("datasets", ds, section) if path and path[0] in override else (section,)
-                return origin(inner + tuple(path))
-
-            try:
-                validate(merged, f"{section}{SCHEMA_SUFFIX}", origin=section_origin)
-            except ConfigError as err:
-                raise ConfigError(_dataset_keys(err.cause, ds, section, override)) from None
+            if entry.get(section):
+                _validate_dataset_section(config, ds, section, origin)
     return config
 
 
-def _dataset_keys(message: str, ds: str, section: str, override: Mapping[str, Any]) -> str:
-    """Name keys set by the dataset's override as `datasets.<ds>.<section>.<key>`, the others as
-    `<section>.<key>` (dataset `<ds>`)."""
+def _validate_dataset_section(config: dict[str, Any], ds: str, section: str, origin: _Origins) -> None:
+    """Validate ``datasets.<ds>.<section>`` merged over the global ``<section>`` (a copy). Keys the
+    dataset sets are named ``datasets.<ds>.<section>.<key>``, the global ones ``<section>.<key>``."""
+    override = config["datasets"][ds][section]
+    merged = copy.deepcopy({**(config.get(section) or {}), **override})
 
-    def rename(match: re.Match) -> str:
-        key = match.group(1)
-        top = key.split(".", 1)[0]
-        if key and top in override:
-            return f"config key `datasets.{ds}.{section}.{key}`"
-        return f"config key `{section}.{key}`" if key != "<top level>" else f"config key `datasets.{ds}.{section}`"
+    def full_path(path: tuple) -> tuple:
+        return ("datasets", ds, section, *path) if path and path[0] in override else (section, *path)
 
-    renamed = re.sub(r"config key `([^`]*)`", rename, message)
-    return renamed.replace("invalid configuration: ", f"invalid configuration of dataset `{ds}`: ", 1)
+    def key_of(path: tuple) -> str:
+        return _dotted("", full_path(path)) if path else f"datasets.{ds}.{section}"
+
+    try:
+        validate(merged, f"{section}{SCHEMA_SUFFIX}", origin=lambda path: origin(full_path(path)), key_of=key_of)
+    except ConfigError as err:
+        raise ConfigError(err.cause.replace("invalid configuration:", f"invalid configuration of dataset `{ds}`:", 1)) from None
 
 
 @functools.lru_cache(maxsize=None)
