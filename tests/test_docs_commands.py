@@ -16,7 +16,6 @@ import os
 import re
 import shlex
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -163,6 +162,9 @@ def _shell(command: str, cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("command", _unique(RUN))
 def test_documented_command_runs(command, scratch):
+    if command.startswith("make ") and _shell("make -q setup", scratch).returncode != 0:
+        # the target depends on `setup`: out of date, it would pip-install the scratch copy into .venv
+        pytest.skip("`make setup` is out of date (pyproject.toml newer than .venv/.installed): run it first")
     res = _shell(command, scratch)
     assert res.returncode == 0, f"`{command}` failed:\n{res.out[-3000:]}"
     expected = COMMANDS[command][1]
@@ -260,4 +262,3 @@ def test_commands_on_a_finished_run(tiny_run, tmp_path):
         assert res.returncode == 0, f"`{filled}` failed:\n{res.out[-3000:]}"
         for out in re.findall(r"-o (\S+)", filled):
             assert (tmp_path / out).stat().st_size > 0, out
-    assert sys.executable  # the venv's python ran them (PATH first entry)
