@@ -13,11 +13,13 @@ sys.path.insert(0, workflow.basedir)
 from snakemake.exceptions import WorkflowError
 
 import affpipe
-from affpipe.config import section_settings, validate_config
+from affpipe.config import section_settings, snakemake_layers, validate_config
 from affpipe.errors import AffpipeError
 
+# Types --config strings by the schema (Snakemake passes nested --config values as strings) and
+# names, for an invalid value, where it was set: workflow_config.yaml, a --configfile or --config.
 try:
-    validate_config(config)
+    validate_config(config, layers=snakemake_layers(workflow))
 except AffpipeError as err:
     raise WorkflowError(str(err)) from None
 
