@@ -186,8 +186,15 @@ def video_path(wildcards):
 
 
 def video_side_arg(wildcards):
-    side = manifest_row(wildcards).get("side") or ""
-    return f"--side {side}" if side else ""
+    """`--side left|right` for a side row; plus `--paired` when the manifest also has the other side
+    of the same video (the two are then tracked jointly, see docs/faces.md)."""
+    row = manifest_row(wildcards)
+    side = row.get("side") or ""
+    if not side:
+        return ""
+    other = {"left": "right", "right": "left"}[side]
+    paired = any(r.get("side") == other and r["path"] == row["path"] for r in manifest_rows(wildcards.ds).values())
+    return f"--side {side} --paired" if paired else f"--side {side}"
 
 
 def manifest_path(wildcards):
