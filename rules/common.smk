@@ -186,15 +186,11 @@ def video_path(wildcards):
 
 
 def video_side_arg(wildcards):
-    """`--side left|right` for a side row; plus `--paired` when the manifest also has the other side
-    of the same video (the two are then tracked jointly, see docs/faces.md)."""
-    row = manifest_row(wildcards)
-    side = row.get("side") or ""
-    if not side:
-        return ""
-    other = {"left": "right", "right": "left"}[side]
-    paired = any(r.get("side") == other and r["path"] == row["path"] for r in manifest_rows(wildcards.ds).values())
-    return f"--side {side} --paired" if paired else f"--side {side}"
+    """`--side left|right` for a side row, plus `--paired` when the manifest also has the other side of
+    the same video (tracked jointly then; affpipe.faces.run.side_args, docs/faces.md)."""
+    from affpipe.faces.run import side_args
+
+    return " ".join(side_args(manifest_row(wildcards), manifest_rows(wildcards.ds).values()))
 
 
 def manifest_path(wildcards):

@@ -17,7 +17,7 @@ from affpipe.commands.summary import _faces, held_face_counts
 from affpipe.config import section_settings
 from affpipe.faces.run import track_video
 from affpipe.faces.store import write_faces
-from affpipe.faces.tracker import LOST_SIDE_CONFLICT, choose_side_face, side_conflicts
+from affpipe.faces.tracker import LOST_SIDE_CONFLICT, choose_side_face, side_candidates, side_conflicts
 from affpipe.io.video import iter_frames
 
 ASTRONAUT = 1  # the centre person's index in the clip's ground truth
@@ -99,6 +99,16 @@ def test_choose_side_face_rules():
     assert choose_side_face(np.zeros((0, 4)), size, "left") is None
     with pytest.raises(ValueError):
         choose_side_face(faces, size, "middle")
+
+
+def test_side_candidates_use_the_known_subjects_size():
+    """A centre face more than twice the side faces: on its own the side faces look like background,
+    but once the other track holds a face that small, faces of that size are people."""
+    faces = np.array([[20, 100, 100, 180], [200, 20, 420, 240], [520, 100, 600, 180], [300, 300, 330, 330.0]])
+    np.testing.assert_array_equal(side_candidates(faces), [False, True, False, False])
+    np.testing.assert_array_equal(side_candidates(faces, [faces[2]]), [True, True, True, False])
+    np.testing.assert_array_equal(side_candidates(faces, [None, np.full(4, np.nan)]), [False, True, False, False])
+    assert choose_side_face(faces, (640, 360), "left", other_box=faces[2]) == 0  # not the big centre face
 
 
 def test_held_face_counts():

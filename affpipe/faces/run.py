@@ -60,6 +60,25 @@ PREFETCH_FRAMES = 8  # decoded frames buffered ahead by the decode thread (threa
 OTHER_SIDE = {"left": "right", "right": "left"}
 
 
+def side_args(row: dict[str, Any], rows: Any) -> list[str]:
+    """``affpipe faces`` arguments for a manifest row's side: ``[]``, ``["--side", s]`` or, when the
+    manifest also has the other side of the same video, ``["--side", s, "--paired"]``.
+
+    Parameters
+    ----------
+    row : dict
+        Manifest row (keys ``path``, ``side``).
+    rows : iterable of dict
+        All manifest rows of the dataset.
+    """
+    side = row.get("side") or ""
+    if not side:
+        return []
+    other = OTHER_SIDE[side]
+    paired = any(r.get("side") == other and r["path"] == row["path"] for r in rows)
+    return ["--side", side, "--paired"] if paired else ["--side", side]
+
+
 class _Rows:
     """Per-frame tracker results of one track, collected during decoding."""
 

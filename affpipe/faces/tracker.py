@@ -219,6 +219,34 @@ def same_face(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return (box_iou(box, boxes)[0] >= SAME_FACE_IOU) | c_in_them | them_in_c
 
 
+def side_candidates(boxes: np.ndarray, subjects: list[np.ndarray] = ()) -> np.ndarray:
+    """Faces large enough to be one of the video's people for side choice.
+
+    Parameters
+    ----------
+    boxes : (n, 4) float
+        All faces of a full-frame detection.
+    subjects : list of (4,) float
+        Boxes known to be subjects (the other side's track, this track's own face): faces as small as
+        them are people, not background.
+
+    Returns
+    -------
+    (n,) bool
+        Side at least :data:`SIDE_MIN_REL_SIZE` times the largest face's side, or times the largest
+        subject's side if that is smaller.
+    """
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    if len(boxes) == 0:
+        return np.zeros(0, bool)
+    sides = np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+    ref = sides.max()
+    known = [_side(np.asarray(b, np.float64)) for b in subjects if b is not None and np.all(np.isfinite(b))]
+    if known:
+        ref = min(ref, max(known))
+    return sides >= SIDE_MIN_REL_SIZE * ref
+
+
 def choose_side_face(
     boxes: np.ndarray,
     frame_size: tuple[int, int],
@@ -230,7 +258,8 @@ def choose_side_face(
 ) -> int | None:
     """Pick the face of the person on one side (Aff-Wild2 ``_left`` / ``_right``).
 
-    Candidates are the faces at least :data:`SIDE_MIN_REL_SIZE` times the largest face's side. With
+    Candidates are the faces at least :data:`SIDE_MIN_REL_SIZE` times the largest face's side (or the
+    largest of ``other_box`` and ``last_box``, if smaller: :func:`side_candidates`). With
     ``other_box`` (where the other side's track is), the face it holds and faces on its wrong side
     (for ``left``: centre not left of the other box's centre) are removed. A lone candidate without
     ``other_box`` counts only if its centre is on that half of the frame. When fewer candidates than
@@ -247,7 +276,7 @@ def choose_side_face(
     other_box : (4,) float, optional
         Current box of the other side's track.
     last_box : (4,) float, optional
-        Where this side's person was last seen (used only with ``n_expected``).
+        Where this side's person was last seen (or is now).
     n_expected : int
         Candidates that were visible when this track last held its face (0: no memory).
 
@@ -261,9 +290,8 @@ def choose_side_face(
     if len(boxes) == 0:
         return None
     boxes = np.asarray(boxes, np.float64)
-    sides = np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
     cx = (boxes[:, 0] + boxes[:, 2]) / 2.0
-    big = sides >= SIDE_MIN_REL_SIZE * sides.max()
+    big = side_candidates(boxes, [other_box, last_box])
     n_visible = int(big.sum())
     ok = big.copy()
     if other_box is not None and np.all(np.isfinite(other_box)):
@@ -393,7 +421,7 @@ class FaceTracker:
 
     def _accept_detection(
         self, frame_rgb: np.ndarray, box: np.ndarray, score: float, n_faces: int,
-        all_boxes: np.ndarray | None = None,
+        all_boxes: np.ndarray | None = None, other_box: np.ndarray | None = None,
     ) -> FrameResult | str:
         """Predict landmarks in a detector box; the reason (``LOST_*``) if they fail the geometry checks."""
         h, w = frame_rgb.shape[:2]
@@ -405,9 +433,8 @@ class FaceTracker:
         self._template = face_patch(frame_rgb, points)
         self._since_detect = self._misses = 0
         if all_boxes is not None:  # side tracks: how many faces are visible with ours
-            sides = np.sqrt((all_boxes[:, 2] - all_boxes[:, 0]) * (all_boxes[:, 3] - all_boxes[:, 1]))
             self._seen = [(f, c) for f, c in self._seen if f > self._frame - REACQUIRE_MEMORY_FRAMES]
-            self._seen.append((self._frame, int(np.count_nonzero(sides >= SIDE_MIN_REL_SIZE * sides.max()))))
+            self._seen.append((self._frame, int(side_candidates(all_boxes, [other_box, box]).sum())))
         return FrameResult(DETECTED, box.copy(), float(score), n_faces, points)
 
     # -- main entry ------------------------------------------------------------------------------------
@@ -451,7 +478,7 @@ class FaceTracker:
             if idx is None:
                 return self._lost(LOST_NO_FACE, n_faces)
             res = self._accept_detection(frame_rgb, boxes[idx], scores[idx], n_faces,
-                                         boxes if self.side is not None else None)
+                                         boxes if self.side is not None else None, other_box)
             return res if isinstance(res, FrameResult) else self._lost(res, n_faces)
 
         self._since_detect += 1
@@ -474,12 +501,12 @@ class FaceTracker:
                 j = int(np.argmax(iou))
                 if iou[j] >= MATCH_IOU:
                     if self.side is not None:  # our face is found: is it still this side's face?
-                        k = choose_side_face(boxes, (w, h), self.side, other_box=other_box)
+                        k = choose_side_face(boxes, (w, h), self.side, other_box=other_box, last_box=box)
                         if k is None:
                             return self._lost(LOST_SIDE, n_faces)
                         j = k
                     res = self._accept_detection(frame_rgb, boxes[j], scores[j], n_faces,
-                                                 boxes if self.side is not None else None)
+                                                 boxes if self.side is not None else None, other_box)
                     if isinstance(res, FrameResult):
                         return res
             self._misses += 1
