@@ -82,6 +82,29 @@ def test_side_conflicts_on_constructed_boxes():
         side_conflicts(left, right[:3])
 
 
+def test_conflicting_frames_are_marked_lost_in_both_tracks():
+    from affpipe.faces.run import _Rows, resolve_side_conflicts
+    from affpipe.faces.tracker import FrameResult
+
+    def result(box):
+        if box is None:
+            return FrameResult("lost", np.full(4, np.nan), np.nan, -1, np.full((68, 2), np.nan), "no_face")
+        return FrameResult("tracked", np.array(box, float), 0.9, -1, np.full((68, 2), 5.0))
+
+    left_boxes = [[10, 10, 110, 110], [10, 10, 110, 110], None, [300, 0, 400, 100]]
+    right_boxes = [[300, 10, 400, 110], [20, 10, 120, 110], [300, 10, 400, 110], [100, 0, 200, 100]]
+    left, right = _Rows(4), _Rows(4)
+    for k, (a, b) in enumerate(zip(left_boxes, right_boxes)):
+        left.add(k, result(a))
+        right.add(k, result(b))
+    assert resolve_side_conflicts(left, right) == 2  # frame 1: same face; frame 3: swapped sides
+    for rows in (left, right):
+        assert [rows.status[k] for k in (1, 3)] == ["lost", "lost"] and rows.reasons[1] == LOST_SIDE_CONFLICT
+        assert np.isnan(rows.bbox[[1, 3]]).all() and np.isnan(rows.points[[1, 3]]).all()
+        assert np.isnan(rows.scores[1]) and rows.status[0] == "tracked" and np.isfinite(rows.bbox[0]).all()
+    assert left.reasons[2] == "no_face" and right.status[2] == "tracked"
+
+
 def test_choose_side_face_rules():
     size = (640, 360)
     faces = np.array([[20, 100, 120, 200], [250, 60, 390, 200], [500, 100, 600, 200.0]])  # left, big centre, right

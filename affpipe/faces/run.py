@@ -162,6 +162,15 @@ def _prefetch(frames: Iterator, depth: int) -> Iterator:
                 t.join(timeout=0.05)
 
 
+def resolve_side_conflicts(left: _Rows, right: _Rows) -> int:
+    """Mark the frames where a video's left and right tracks conflict (:func:`side_conflicts`) lost in
+    both, with reason ``side_conflict``; returns how many frames."""
+    mask = side_conflicts(left.bbox, right.bbox)
+    for acc in (left, right):
+        acc.mark_lost(mask, LOST_SIDE_CONFLICT)
+    return int(mask.sum())
+
+
 def track_video(
     video: str | os.PathLike,
     settings: dict[str, Any],
@@ -253,10 +262,7 @@ def track_video(
         acc.trim(n)
     conflicts = None
     if paired:
-        mask = side_conflicts(rows["left"].bbox, rows["right"].bbox)
-        conflicts = int(mask.sum())
-        for acc in rows.values():
-            acc.mark_lost(mask, LOST_SIDE_CONFLICT)
+        conflicts = resolve_side_conflicts(rows["left"], rows["right"])
         if conflicts:
             warnings.append(f"{conflicts} frames where the left and right tracks were on the same face (or on "
                             f"swapped sides): marked lost ({LOST_SIDE_CONFLICT}) in both")
