@@ -188,8 +188,11 @@ def video_path(wildcards):
 
 
 def video_side_arg(wildcards):
-    side = manifest_row(wildcards).get("side") or ""
-    return f"--side {side}" if side else ""
+    """`--side left|right` for a side row, plus `--paired` when the manifest also has the other side of
+    the same video (tracked jointly then; affpipe.faces.run.side_args, docs/faces.md)."""
+    from affpipe.faces.run import side_args
+
+    return " ".join(side_args(manifest_row(wildcards), manifest_rows(wildcards.ds).values()))
 
 
 def manifest_path(wildcards):

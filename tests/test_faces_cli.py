@@ -134,6 +134,22 @@ def test_bad_settings_and_side_are_rejected(tmp_path):
     proc = run_cli("faces", "--video", media("single_face.mp4"), "--out", tmp_path / "x.parquet",
                    "--side", "middle")
     assert proc.returncode == 2 and "invalid choice" in proc.stderr
+    proc = run_cli("faces", "--video", media("single_face.mp4"), "--out", tmp_path / "x.parquet", "--paired",
+                   check_rc=2)
+    assert "--paired needs --side" in proc.stderr
+
+
+def test_side_args_pair_the_two_sides_of_one_video():
+    from affpipe.faces.run import side_args
+
+    rows = [{"video": "X_left", "path": "b/X.avi", "side": "left"},
+            {"video": "X_right", "path": "b/X.avi", "side": "right"},
+            {"video": "Y_left", "path": "b/Y.avi", "side": "left"},
+            {"video": "Z", "path": "b/Z.avi", "side": ""}]
+    assert side_args(rows[0], rows) == ["--side", "left", "--paired"]
+    assert side_args(rows[1], rows) == ["--side", "right", "--paired"]
+    assert side_args(rows[2], rows) == ["--side", "left"]
+    assert side_args(rows[3], rows) == []
 
 
 def test_store_round_trip_and_errors(tmp_path):

@@ -222,3 +222,27 @@ def test_tiny_demo_rerun_is_a_no_op(tiny_run):
     res = _snakemake(*args, "-n", cwd=work)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "Nothing to be done" in res.stdout + res.stderr
+
+
+@pytest.mark.slow
+def test_affwild2_left_and_right_of_one_video_are_tracked_jointly(tmp_path):
+    """The manifest has X_left and X_right of one video: both faces jobs get `--side S --paired`
+    (docs/faces.md, Side tracks); a video with one side only or none is not paired."""
+    from test_datasets import affwild2_tree
+
+    root = affwild2_tree(tmp_path / "Aff-Wild2")
+    shutil.copy(ROOT / "workflow_config.yaml", tmp_path / "workflow_config.yaml")
+    (tmp_path / "aw.yaml").write_text(json.dumps(
+        {"datasets": {"aw": {"adapter": "affwild2", "root": str(root), "test_list": "test_set_release.txt"}}}))
+    base = ["-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(tmp_path / "aw.yaml"),
+            "--cores", "1"]
+    res = _snakemake(*base, "results/aw/manifest.parquet", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    res = _snakemake(*base, "-n", "-p", *(f"results/aw/faces/{v}.parquet" for v in
+                                          ("video10_1_left", "video10_1_right", "1-30-640x360")), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    commands = {line.split("--out ")[1].split()[0]: line for line in (res.stdout + res.stderr).splitlines()
+                if "affpipe faces" in line}
+    assert " --side left --paired " in commands["results/aw/faces/video10_1_left.parquet"]
+    assert " --side right --paired " in commands["results/aw/faces/video10_1_right.parquet"]
+    assert "--side" not in commands["results/aw/faces/1-30-640x360.parquet"]

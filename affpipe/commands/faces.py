@@ -25,6 +25,10 @@ def register(subparsers) -> None:
     p.add_argument("--side", choices=("left", "right"), default=None,
                    help="follow the face on this side of the frame (Aff-Wild2 _left/_right annotations); "
                    "default: the largest, most central face, then the one nearest to where it was")
+    p.add_argument("--paired", action="store_true",
+                   help="with --side: the video also has the other side's track (Aff-Wild2 X_left and X_right); "
+                   "track both sides jointly so they never follow the same person, mark frames where they "
+                   "still conflict lost in both (side_conflict), and write --side's track")
     p.add_argument("--threads", type=int, default=1, metavar="N",
                    help="threads: FFmpeg/OpenCV threads; with 2 or more, decoding runs alongside tracking (default 1)")
     add_settings_arg(p, what="faces-stage")
@@ -40,6 +44,8 @@ def handler(args: argparse.Namespace) -> int:
     settings = section_settings("faces", load_settings(args.settings))
     if args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
-    track = track_video(args.video, settings, side=args.side, threads=args.threads)
+    if args.paired and args.side is None:
+        raise ConfigError("--paired needs --side left or --side right (it pairs the two sides of one video)")
+    track = track_video(args.video, settings, side=args.side, paired=args.paired, threads=args.threads)
     write_faces(track, args.out)
     return 0

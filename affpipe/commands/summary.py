@@ -17,17 +17,63 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 
+MULTI_FACE_COUNT_METHOD = (
+    "frames with n_faces >= 2, where n_faces of the frames without a count (-1) is the last count before "
+    "them (the first count for frames before it). Faces are counted by full-frame detections: every frame "
+    "while the track is lost, every re-detection in redetect_region frame mode and for side tracks, and in "
+    "roi mode every count_faces_every-th re-detection; counted_frames says how many frames were counted."
+)
+
+
+def held_face_counts(n_faces):
+    """Per-frame face counts with the uncounted frames (-1) holding the last count.
+
+    Parameters
+    ----------
+    n_faces : (N,) int
+        Faces found by a full-frame detection on each frame, -1 where none ran.
+
+    Returns
+    -------
+    (N,) int
+        Frames before the first count take the first count; all -1 if no frame was counted.
+    """
+    import numpy as np
+
+    n = np.asarray(n_faces, np.int64)
+    counted = np.nonzero(n >= 0)[0]
+    if len(counted) == 0:
+        return n.copy()
+    last = np.maximum.accumulate(np.where(n >= 0, np.arange(len(n)), -1))
+    last[last < 0] = counted[0]
+    return n[last]
+
+
 def _faces(path: Path) -> dict:
+    import numpy as np
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
+
+    from affpipe.faces.store import read_metadata
 
     table = pq.read_table(path, columns=["status", "n_faces"])
     counts = {k: 0 for k in ("detected", "tracked", "lost")}
     for entry in pc.value_counts(table["status"]).to_pylist():
         counts[entry["values"]] = entry["counts"]
-    # frames where a full-frame detection found more than one face (the tracker follows one of them)
-    multi = int(pc.sum(pc.greater(table["n_faces"], 1)).as_py() or 0)
-    return {"frames_decoded": table.num_rows, **counts, "multi_face_frames": multi}
+    # frames with more than one face in the picture (the tracker follows one of them)
+    n_faces = table["n_faces"].to_numpy()
+    counted = n_faces >= 0
+    multi = int(np.count_nonzero(held_face_counts(n_faces) >= 2)) if counted.any() else None
+    meta = read_metadata(path)
+    return {
+        "frames_decoded": table.num_rows, **counts,
+        "multi_face_frames": multi,
+        "multi_face_count": {"counted_frames": int(counted.sum()),
+                             "multi_face_counted_frames": int(np.count_nonzero(n_faces >= 2)),
+                             "method": MULTI_FACE_COUNT_METHOD},
+        # Aff-Wild2 X_left / X_right tracked jointly: frames where both tracks were on one face (marked lost)
+        "side_conflict_frames": meta.get("side_conflict_frames"),
+    }
 
 
 def _labels(path: Path) -> dict:
@@ -99,6 +145,11 @@ def _run(args: argparse.Namespace) -> int:
     summary["affpipe_version"] = __version__
     for line in summary["problems"]:
         log.warning(line)
+    for vid, v in summary["videos"].items():
+        conflicts = (v["faces"] or {}).get("side_conflict_frames")
+        if conflicts:
+            log.warning("video %s: %d frames where its left and right tracks were on the same face (marked lost)",
+                        vid, conflicts)
     for e in summary["excluded"]:
         log.warning("video %s (%s) excluded (%s stage): %s", e["video"], e["partition"], e["stage"], e["reason"])
     t = summary["totals"]

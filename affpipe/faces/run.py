@@ -11,6 +11,13 @@ recorded in the metadata, or as a :class:`~affpipe.errors.VideoError`:
 * timestamps that do not increase, or frames whose size differs from the container's: warned,
   counted in ``warnings``.
 * a video without any face: every row ``lost``, a warning, exit status 0.
+
+With ``paired`` (a ``side`` track whose video also has the other side's track in the manifest), both
+sides are tracked jointly (:class:`~affpipe.faces.tracker.SidePair`) and checked against each other
+afterwards (:func:`~affpipe.faces.tracker.side_conflicts`): frames where the two tracks describe the
+same face, or swapped sides, are marked lost in both (reason ``side_conflict``), counted in the
+metadata (``side_conflict_frames``) and warned. Only ``side``'s track is returned; the job writing the
+other side computes the identical pair. This costs the joint tracking twice per two-person video.
 * unreadable, empty, non-video or zero-frame files: ``VideoError`` from :mod:`affpipe.io.video`.
 """
 
@@ -38,11 +45,72 @@ from affpipe.faces.landmarks import N_LANDMARKS
 from affpipe.faces.predictor import LandmarkPredictor
 from affpipe.faces.smoothing import smooth_landmarks
 from affpipe.faces.store import FacesTrack
-from affpipe.faces.tracker import LOST, STATUSES, FaceTracker, TrackerSettings
+from affpipe.faces.tracker import (
+    LOST,
+    LOST_SIDE_CONFLICT,
+    STATUSES,
+    FaceTracker,
+    SidePair,
+    TrackerSettings,
+    side_conflicts,
+)
 
 log = logging.getLogger(__name__)
 
 PREFETCH_FRAMES = 8  # decoded frames buffered ahead by the decode thread (threads >= 2)
+OTHER_SIDE = {"left": "right", "right": "left"}
+
+
+def side_args(row: dict[str, Any], rows: Any) -> list[str]:
+    """``affpipe faces`` arguments for a manifest row's side: ``[]``, ``["--side", s]`` or, when the
+    manifest also has the other side of the same video, ``["--side", s, "--paired"]``.
+
+    Parameters
+    ----------
+    row : dict
+        Manifest row (keys ``path``, ``side``).
+    rows : iterable of dict
+        All manifest rows of the dataset.
+    """
+    side = row.get("side") or ""
+    if not side:
+        return []
+    other = OTHER_SIDE[side]
+    paired = any(r.get("side") == other and r["path"] == row["path"] for r in rows)
+    return ["--side", side, "--paired"] if paired else ["--side", side]
+
+
+class _Rows:
+    """Per-frame tracker results of one track, collected during decoding."""
+
+    def __init__(self, capacity: int):
+        self.status: list[str] = []
+        self.scores: list[float] = []
+        self.n_faces: list[int] = []
+        self.reasons: list[str] = []
+        self.bbox = np.full((capacity, 4), np.nan, np.float32)
+        self.points = np.full((capacity, N_LANDMARKS, 2), np.nan, np.float32)
+
+    def add(self, index: int, res) -> None:
+        if index >= len(self.bbox):  # more frames than reported: grow
+            self.bbox = np.concatenate([self.bbox, np.full_like(self.bbox, np.nan)])
+            self.points = np.concatenate([self.points, np.full_like(self.points, np.nan)])
+        self.status.append(res.status)
+        self.scores.append(res.score)
+        self.n_faces.append(res.n_faces)
+        self.reasons.append(res.reason)
+        if res.status != LOST:
+            self.bbox[index] = res.box
+            self.points[index] = res.points
+
+    def trim(self, n: int) -> None:
+        self.bbox, self.points = self.bbox[:n], self.points[:n]
+
+    def mark_lost(self, mask: np.ndarray, reason: str) -> None:
+        for k in np.nonzero(mask)[0]:
+            self.status[k], self.scores[k], self.reasons[k] = LOST, float("nan"), reason
+        self.bbox[mask] = np.nan
+        self.points[mask] = np.nan
 
 
 def file_info(path: str | os.PathLike) -> dict[str, Any]:
@@ -95,11 +163,21 @@ def _prefetch(frames: Iterator, depth: int) -> Iterator:
                 t.join(timeout=0.05)
 
 
+def resolve_side_conflicts(left: _Rows, right: _Rows) -> int:
+    """Mark the frames where a video's left and right tracks conflict (:func:`side_conflicts`) lost in
+    both, with reason ``side_conflict``; returns how many frames."""
+    mask = side_conflicts(left.bbox, right.bbox)
+    for acc in (left, right):
+        acc.mark_lost(mask, LOST_SIDE_CONFLICT)
+    return int(mask.sum())
+
+
 def track_video(
     video: str | os.PathLike,
     settings: dict[str, Any],
     *,
     side: str | None = None,
+    paired: bool = False,
     threads: int = 1,
     progress_desc: str | None = "faces",
 ) -> FacesTrack:
@@ -112,7 +190,10 @@ def track_video(
     settings : dict
         Validated ``faces`` settings (``affpipe.config.section_settings("faces", ...)``).
     side : {"left", "right"}, optional
-        Follow the face on that side (see :func:`affpipe.faces.tracker.choose_face`).
+        Follow the face on that side (see :func:`affpipe.faces.tracker.choose_side_face`).
+    paired : bool
+        With ``side``: the video has both a left and a right track; track both jointly and resolve
+        the frames where they conflict (see the module docstring). Returns ``side``'s track.
     threads : int
         Threads to use: FFmpeg decoder and OpenCV threads; with 2 or more, decoding also runs in a
         background thread alongside the tracker.
@@ -133,6 +214,8 @@ def track_video(
     from affpipe.io.video import iter_frames, probe
     from affpipe.progress import progress
 
+    if paired and side is None:
+        raise ValueError("paired tracking needs a side (left or right)")
     threads = max(1, int(threads))
     cv2.setNumThreads(threads)
     info = probe(video)
@@ -140,16 +223,12 @@ def track_video(
     tracker = None  # built once the first frame has decoded (a file that decodes nothing fails fast)
     log.info("faces: %s (%dx%d, %.3f fps, %d frames reported), detector %s, redetect every %d (%s), side %s",
              video, info.width, info.height, info.fps, info.n_frames_reported, settings["detector"],
-             settings["redetect_every"], settings["redetect_region"], side or "-")
+             settings["redetect_every"], settings["redetect_region"],
+             f"{side} (tracked jointly with {OTHER_SIDE[side]})" if paired else side or "-")
 
     times: list[float] = []
-    status: list[str] = []
-    scores: list[float] = []
-    n_faces: list[int] = []
-    reasons: Counter = Counter()
     cap = max(info.n_frames_reported, 1)
-    bbox = np.full((cap, 4), np.nan, np.float32)
-    points = np.full((cap, N_LANDMARKS, 2), np.nan, np.float32)
+    rows = {k: _Rows(cap) for k in (("left", "right") if paired else (side,))}
     warnings: list[str] = []
     bad_size = 0
     non_increasing = 0
@@ -169,25 +248,30 @@ def track_video(
         if tracker is None:
             detector = make_detector(settings["detector"], upsample=settings["upsample"],
                                      threshold=settings["detect_threshold"])
-            tracker = FaceTracker(tracker_settings, detector, LandmarkPredictor(), side=side)
-        res = tracker.update(cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB))
-        if index >= len(bbox):  # more frames than reported: grow
-            bbox = np.concatenate([bbox, np.full_like(bbox, np.nan)])
-            points = np.concatenate([points, np.full_like(points, np.nan)])
+            tracker = SidePair(tracker_settings, detector, LandmarkPredictor()) if paired else \
+                FaceTracker(tracker_settings, detector, LandmarkPredictor(), side=side)
+        rgb = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2RGB)
+        results = tracker.update(rgb) if paired else (tracker.update(rgb),)
+        for acc, res in zip(rows.values(), results):
+            acc.add(index, res)
         times.append(t)
-        status.append(res.status)
-        scores.append(res.score)
-        n_faces.append(res.n_faces)
-        if res.status != LOST:
-            bbox[index] = res.box
-            points[index] = res.points
-        else:
-            reasons[res.reason] += 1
     if progress_desc:
         bar.close()
 
-    n = len(status)
-    bbox, points = bbox[:n], points[:n]
+    n = len(times)
+    for acc in rows.values():
+        acc.trim(n)
+    conflicts = None
+    if paired:
+        conflicts = resolve_side_conflicts(rows["left"], rows["right"])
+        if conflicts:
+            warnings.append(f"{conflicts} frames where the left and right tracks were on the same face (or on "
+                            f"swapped sides): marked lost ({LOST_SIDE_CONFLICT}) in both")
+        else:
+            log.info("faces: %s: 0 side-conflict frames (left and right tracks always on different faces)", video)
+    own = rows[side]
+    status, scores, n_faces, bbox, points = own.status, own.scores, own.n_faces, own.bbox, own.points
+    reasons = Counter(r for st, r in zip(status, own.reasons) if st == LOST)
     reported = info.n_frames_reported
     if n < reported:
         shortfall = (reported - n) / reported
@@ -225,6 +309,9 @@ def track_video(
         "stage": "faces",
         "settings": settings,
         "side": side,
+        "paired": bool(paired),
+        "side_conflict_frames": conflicts,
+        "n_faces_counted_frames": int(np.count_nonzero(np.asarray(n_faces) >= 0)),
         "video": file_info(video),
         "width": info.width,
         "height": info.height,

@@ -23,11 +23,14 @@ column                        type       meaning
 
 Schema metadata (all values strings; structured ones JSON): ``format`` (``affpipe.faces``),
 ``format_version``, ``affpipe_version``, ``stage``, ``settings`` (validated stage settings),
-``side``, ``video`` (``{"path", "size", "mtime"}``), ``width``, ``height``, ``fps``,
-``n_frames_reported``, ``n_frames_decoded``, ``status_counts``, ``lost_reasons``, ``detect_scale``
-(scale of the full-frame detection pass at the end of the video, 1.0 = full resolution),
-``detect_full_resolution_from`` (frame from which detection ran at full resolution because the
-downscaled pass found no face, or null), ``warnings`` (list of strings), ``created``, ``command``. :func:`read_faces` decodes them.
+``side``, ``paired`` (both sides of the video tracked jointly), ``side_conflict_frames`` (paired:
+frames where the two tracks were on one face, marked lost ``side_conflict``; else null),
+``n_faces_counted_frames`` (frames with an ``n_faces`` count), ``video`` (``{"path", "size", "mtime"}``),
+``width``, ``height``, ``fps``, ``n_frames_reported``, ``n_frames_decoded``, ``status_counts``,
+``lost_reasons``, ``detect_scale`` (scale of the full-frame detection pass at the end of the video,
+1.0 = full resolution), ``detect_full_resolution_from`` (frame from which detection ran at full
+resolution because the downscaled pass found no face, or null), ``warnings`` (list of strings),
+``created``, ``command``. :func:`read_faces` decodes them.
 """
 
 from __future__ import annotations
@@ -51,8 +54,8 @@ X_COLUMNS = tuple(f"x{i}" for i in range(N_LANDMARKS))
 Y_COLUMNS = tuple(f"y{i}" for i in range(N_LANDMARKS))
 COLUMNS = ("frame", "time_s", "status", *BBOX_COLUMNS, "score", "n_faces", *X_COLUMNS, *Y_COLUMNS)
 #: Metadata keys whose values are JSON.
-JSON_KEYS = ("settings", "video", "status_counts", "lost_reasons", "warnings", "side", "detect_scale",
-             "detect_full_resolution_from")
+JSON_KEYS = ("settings", "video", "status_counts", "lost_reasons", "warnings", "side", "paired",
+             "side_conflict_frames", "n_faces_counted_frames", "detect_scale", "detect_full_resolution_from")
 
 
 @dataclass
