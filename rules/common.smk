@@ -502,16 +502,25 @@ _COST_WARNED = set()
 
 
 def _rule_requests_gpu(name):
-    """Whether the jobs of rule `name` are submitted with a GPU request (a cluster executor with
-    `gpu`/`gres` set for it, e.g. by profiles/slurm's set-resources)."""
-    if workflow.local_exec:
-        return False
+    """Whether the jobs of the rule named `name` ask for a GPU through set-resources (`gpu` or `gres`,
+    as profiles/slurm sets them; the rules' own `gpu` resource is a function of the local machine).
+    Also on --dry-run, where Snakemake does not tell which executor a real run would use."""
     try:
         res = workflow.get_rule(name).resources
     except Exception:  # noqa: BLE001 - an unknown Snakemake internal: assume no request
         return False
-    gpu, gres = res.get("gpu"), res.get("gres")
+    gpu, gres = (_concrete_resource(res.get(k)) for k in ("gpu", "gres"))
     return (isinstance(gpu, int) and gpu > 0) or (isinstance(gres, str) and "gpu" in gres)
+
+
+def _concrete_resource(value):
+    """A rule resource's value when it is a constant (Snakemake wraps them in `Resource` objects),
+    else None (a function, evaluated per job)."""
+    if callable(value) or value is None:
+        return None
+    if hasattr(value, "is_evaluable"):
+        return None if value.is_evaluable() else value.value
+    return value
 
 
 def _cpu_cost_warning(ds, dr_planned):
@@ -544,8 +553,8 @@ def _cpu_cost_warning(ds, dr_planned):
 
 
 def _warns_cpu_cost(fn, *, dr):
-    """Input function `fn` of a training rule (`dr`: of the DR training), printing the dataset's CPU
-    cost warning first."""
+    """Input function `fn` of a training step, printing the dataset's CPU cost warning first (`dr` =
+    the DR training's function)."""
 
     @functools.wraps(fn)
     def planned(wildcards):
