@@ -2,7 +2,8 @@
 
 Torch-free (the Snakemake DAG build imports it). The constants are CPU rates measured with
 ``bench/bench_cost.py`` on the project's 2-core VM (2 threads, as the rules use; the machine was
-shared, load average printed by the bench and quoted in README.md "Cost on CPU"). Estimates scale
+shared, load average 0.9-1.2 during the run; README.md "Cost on CPU" has the figures, and those of
+an earlier run at load 2-3, up to 3x slower for the paper-size UNet). Estimates scale
 them linearly with the number of frames and epochs, and with the image area (and the UNet width²)
 when a setting differs from the measured one; they are meant to tell minutes from days, not to
 plan to the minute.
@@ -33,14 +34,14 @@ CNN_PAPER_BACKBONES = ("vgg16",)
 
 # --- measured CPU rates, 2 threads (bench/bench_cost.py; see README.md "Cost on CPU") -------------
 #: per-frame CNN training, frames/s (forward, MSE, backward, SGD step), by (backbone, input side)
-CNN_TRAIN_FPS = {("vgg16", 224): 1.34, ("small", 112): 448.0}
+CNN_TRAIN_FPS = {("vgg16", 224): 1.87, ("small", 112): 778.0}
 #: per-frame CNN inference (features and predictions), frames/s, by (backbone, input side)
-CNN_INFER_FPS = {("vgg16", 224): 5.4, ("small", 112): 1100.0}
+CNN_INFER_FPS = {("vgg16", 224): 8.1, ("small", 112): 2106.0}
 #: DR UNet training, seconds per window (forward, rank loss over 2T+1 frames, backward, Adam), by
 #: (width, depth, image side), T = 3
-DR_TRAIN_S_PER_WINDOW = {(64, 4, 224): 4.24, (16, 3, 112): 0.021}
+DR_TRAIN_S_PER_WINDOW = {(64, 4, 224): 1.27, (16, 3, 112): 0.0211}
 #: DR UNet inference, seconds per frame and level, by (width, depth, image side)
-DR_INFER_S_PER_FRAME = {(64, 4, 224): 0.52, (16, 3, 112): 0.0103}
+DR_INFER_S_PER_FRAME = {(64, 4, 224): 0.313, (16, 3, 112): 0.0062}
 
 SECONDS_PER_HOUR = 3600.0
 PER_FRAMES = 1000  # estimates without a manifest are per this many frames
