@@ -497,3 +497,85 @@ def dr_gpus(wildcards):
     """`resources: gpu` of the DR rules: 1 when they will run on CUDA (dr.device cuda, or auto with a GPU here)."""
     device = dr_settings(wildcards.ds)["device"]
     return 1 if device == "cuda" or (device == "auto" and _cuda_available()) else 0
+
+
+# --- CPU cost warning (policy in affpipe/cost.py) ----------------------------------------------
+# Printed once per dataset on the Snakemake console when the first training job of that dataset is
+# planned (the manifest is known by then, so the estimate uses its frame counts), i.e. before any
+# training starts, also on --dry-run. torch-free: the GPU is detected from /dev/nvidia* and nvidia-smi.
+_COST_WARNED = set()
+
+
+def _rule_requests_gpu(name):
+    """Whether the jobs of the rule named `name` ask for a GPU through set-resources (`gpu` or `gres`,
+    as profiles/slurm sets them; the rules' own `gpu` resource is a function of the local machine).
+    Also on --dry-run, where Snakemake does not tell which executor a real run would use."""
+    try:
+        res = workflow.get_rule(name).resources
+    except Exception:  # noqa: BLE001 - an unknown Snakemake internal: assume no request
+        return False
+    gpu, gres = (_concrete_resource(res.get(k)) for k in ("gpu", "gres"))
+    return (isinstance(gpu, int) and gpu > 0) or (isinstance(gres, str) and "gpu" in gres)
+
+
+def _concrete_resource(value):
+    """A rule resource's value when it is a constant (Snakemake wraps them in `Resource` objects),
+    else None (a function, evaluated per job)."""
+    if callable(value) or value is None:
+        return None
+    if hasattr(value, "is_evaluable"):
+        return None if value.is_evaluable() else value.value
+    return value
+
+
+def _cpu_cost_warning(ds, dr_planned):
+    """The cost block of dataset `ds` (None when no paper-size model trains on CPU): its CNNs (one
+    per input of an enabled experiment) and, when an experiment reads MDR from this dataset's own DR
+    models or a DR training is planned (`dr_planned`), its DR UNets."""
+    from affpipe import cost
+
+    rows = manifest_rows(ds).values()
+    frames = {part: sum(int(r["n_frames"]) for r in rows if r["partition"] == part) for part in ("train", "devel")}
+    all_frames = sum(int(r["n_frames"]) for r in rows)
+    side = int(stage_settings("static", ds)["size"])
+    gpu_here = cost.gpu_visible()
+    slurm = not workflow.local_exec
+    costs, devices = [], []
+    cnn = stage_settings("cnn", ds)
+    if not cost.runs_on_gpu(cnn["device"], gpu_here=gpu_here, gpu_requested=_rule_requests_gpu("cnn_train")):
+        devices.append(f"cnn.device: {cnn['device']}")
+        inputs = dict.fromkeys(experiments_settings(ds)[n]["input"] for n in enabled_experiments(ds))
+        costs += [cost.cnn_cost(i, cnn, image_side=side, train_frames=frames["train"], devel_frames=frames["devel"],
+                                all_frames=all_frames) for i in inputs]
+    dr = dr_settings(ds)
+    uses_dr = any("mdr" in experiments_settings(ds)[n]["input"] for n in enabled_experiments(ds))
+    if (dr_planned or (uses_dr and dr_source(ds) == ds)) and not cost.runs_on_gpu(
+            dr["device"], gpu_here=gpu_here, gpu_requested=_rule_requests_gpu("dr_train")):
+        devices.append(f"dr.device: {dr['device']}")
+        costs += [cost.dr_cost(T, dr, image_side=side, train_frames=frames["train"], all_frames=all_frames)
+                  for T in dr["levels"]]
+    return cost.cpu_warning(ds, costs, frames=all_frames, devices=devices, slurm=slurm)
+
+
+def _warns_cpu_cost(fn, *, dr):
+    """Input function `fn` of a training step, printing the dataset's CPU cost warning first (`dr` =
+    the DR training's function)."""
+
+    @functools.wraps(fn)
+    def planned(wildcards):
+        result = fn(wildcards)
+        ds = wildcards.ds
+        if ds not in _COST_WARNED and workflow.is_main_process:
+            _COST_WARNED.add(ds)
+            message = _cpu_cost_warning(ds, dr)
+            if message:
+                from snakemake.logging import logger
+
+                logger.warning(message)
+        return result
+
+    return planned
+
+
+dr_train_static = _warns_cpu_cost(dr_train_static, dr=True)
+cnn_train_stores = _warns_cpu_cost(cnn_train_stores, dr=False)
