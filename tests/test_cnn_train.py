@@ -240,3 +240,17 @@ def test_cli_pretrained_mode_extracts_the_given_weights_fc6(root, tmp_path, monk
     assert "broken.pt" in err and "'features.12.weight' (VGG-Face conv3_2.weight)" in err
     assert main([*map(str, train), "--settings", json.dumps({**settings, "backbone": "small"})]) == 2
     assert "needs cnn.backbone: vgg16" in capsys.readouterr().err
+
+
+def test_weights_file_is_an_input_of_cnn_train(tmp_path):
+    """Changing cnn.weights re-makes model.pt (and so every features file): the file is a rule input."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    missing = tmp_path / "vggface_missing.pt"
+    res = subprocess.run([sys.executable, "-m", "snakemake", "-n", "results/demo/cnn/dfm/model.pt", "--config",
+                          f"datasets={{demo: {{cnn: {{mode: pretrained, weights: {missing}}}}}}}"],
+                         cwd=repo, capture_output=True, text=True, timeout=120)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0 and "Missing input files for rule cnn_train" in out and str(missing) in out, out
