@@ -462,6 +462,10 @@ def pretrained_model(spec: InputSpec, settings: Mapping[str, Any], *, size: int,
         raise ConfigError("cnn.mode: pretrained needs cnn.weights: the path of a VGG-Face (or torchvision VGG-16) "
                           "state dict; set it, or use cnn.mode: finetune to train a network")
     t_start = time.perf_counter()
+    if list(settings["input_mean"]) == [0.5] and list(settings["input_std"]) == [0.5]:
+        log.warning("cnn: mode pretrained with the default input normalisation (mean 0.5, std 0.5): the weights "
+                    "%s expect their own (e.g. VGG-Face: cnn.input_mean [0.5066, 0.4108, 0.3670], input_std "
+                    "[0.003922]); the features are computed as configured", weights)
     input_size = int(settings.get("input_size") or size)
     torch.manual_seed(int(settings["seed"]))  # the (unused, unstored) head's initialisation
     model = build_model(spec, settings, input_size=input_size)

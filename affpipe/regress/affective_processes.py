@@ -355,7 +355,8 @@ def backbone_predictions(video: VideoData) -> np.ndarray:
         src = rdata.FeatureSource(path, dataset=rdata.PRED_DATASET, max_frame=video.labels.n_frames)
     except AffpipeError as err:
         raise AffpipeError(f"the `ap` regressor needs the backbone's per-frame predictions: {err.cause}",
-                           path=path, hint="extract features with the per-frame CNN's head (dataset `pred`)") from None
+                           path=path, hint="extract features with a trained per-frame CNN (dataset `pred`); "
+                           "features of cnn.mode: pretrained have no prediction") from None
     if not np.array_equal(src.frames, video.frames):
         raise AffpipeError("dataset `pred` and `features` have different valid rows", path=path)
     try:
