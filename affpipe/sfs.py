@@ -14,7 +14,8 @@ Rendering order is the table order: the regions are painted one after the other 
 image (later overwrites earlier), so every pixel carries exactly one region colour or black; then
 everything outside the convex hull of the 68 points is set to black (the thick eyebrow lines
 would otherwise stick out above it). Inside the hull, areas no region covers (upper eyelids, the
-temples and the space between the brows) stay black.
+temples and the space between the brows) stay black: about 12-16 % of the hull on real faces
+(docs/dynamic.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 # Per-frame CNN (DFM paper §4; VGG-16 fc6 features): train on one input representation (sfa, sfs, dfa,
 # dfs, dfm, mdr, or a two-branch pair such as dfa+dfs) with model selection on devel, then extract
-# features and the CNN's own per-frame valence/arousal for every video. Settings: section `cnn`.
+# features and the CNN's own per-frame valence/arousal for every video. Settings: section `cnn`. With
+# cnn.mode: pretrained, cnn_train trains nothing (model.pt = cnn.weights as given) and the features are
+# the weights' fc6 (no `pred`).
 
 
 wildcard_constraints:
@@ -12,6 +14,7 @@ rule cnn_train:
         manifest=manifest_path,
         labels=cnn_train_labels,
         stores=cnn_train_stores,
+        weights=cnn_weights,
     output:
         model="results/{ds}/cnn/{input}/model.pt",
     params:

@@ -279,6 +279,12 @@ def cnn_train_store_args(wildcards):
     return " ".join(f"--{s} results/{wildcards.ds}/{STORE_DIRS[s]}" for s in cnn_spec(wildcards).stores)
 
 
+def cnn_weights(wildcards):
+    """`cnn.weights` as an input of cnn_train (when set): changing the file re-makes model.pt and so the features."""
+    weights = stage_settings("cnn", wildcards.ds).get("weights")
+    return [weights] if weights else []
+
+
 def cnn_model(wildcards):
     return f"results/{wildcards.ds}/cnn/{wildcards.input}/model.pt"
 

@@ -177,3 +177,80 @@ def test_random_shift_translates_both_branches_alike():
         assert len(hits) == 1
     again = random_shift([x], 2, generator=torch.Generator().manual_seed(0))[0]
     assert torch.equal(again, a)
+
+
+def test_cli_pretrained_mode_extracts_the_given_weights_fc6(root, tmp_path, monkeypatch, capsys):
+    """cnn.mode: pretrained: no training; features = fc6 of a VGG-Face-layout state dict, no `pred`."""
+    from affpipe.cnn import backbones as bb
+    from affpipe.cnn.inputs import to_unit
+
+    monkeypatch.setattr(bb, "VGG_FC", 64)  # the real 13 convolutions, a small fc6 on 1x1 pooling
+    monkeypatch.setattr(bb, "VGG_POOL", 1)
+    torch.manual_seed(3)
+    ref = bb.create_backbone("vgg16", in_channels=3).eval()
+    names = {v: k for k, v in bb.VGGFACE_NAMES.items()}
+    state = {}
+    for key, value in ref.state_dict().items():
+        layer, _, param = key.rpartition(".")
+        state[f"{names[layer]}.{param}"] = value.clone()
+    state["fc8.weight"], state["fc8.bias"] = torch.zeros(10, 64), torch.zeros(10)
+    weights = tmp_path / "vggface.pt"
+    torch.save(state, weights)
+
+    settings = {**FAST, "backbone": "vgg16", "mode": "pretrained", "weights": str(weights), "epochs": 50}
+    model = tmp_path / "cnn" / "dfm" / "model.pt"
+    train = ["cnn-train", "--input", "dfm", "--manifest", root / "manifest.parquet", "--labels", root / "labels",
+             "--dynamic", root / "dynamic", "--out", model]
+    run([*train, "--settings", json.dumps(settings)])
+    net, meta = load_model(model)
+    assert meta["mode"] == "pretrained" and meta["epochs_run"] == 0 and meta["history"] == []
+    assert meta["weights"] == str(weights) and len(meta["weights_sha256"]) == 64
+    assert not (model.parent / "checkpoint.pt").exists()  # nothing was trained
+    for key, value in ref.state_dict().items():
+        assert torch.equal(net.branches[0].state_dict()[key], value), key
+
+    out = tmp_path / "features" / "test_0.h5"
+    run(["cnn-features", "--model", model, "--dynamic", root / "dynamic" / "test_0.h5", "--out", out,
+         "--settings", json.dumps(settings)])
+    with StoreReader(out, stage="features") as r, StoreReader(root / "dynamic" / "test_0.h5") as d:
+        assert "pred" not in r and r.h5.attrs["model_mode"] == "pretrained"
+        feats = r["features"][:]
+        assert feats.shape == (d.n_rows, 64) and np.isnan(feats[~r.valid]).all()
+        rows = np.flatnonzero(r.valid)[:3]
+        x = torch.from_numpy(np.stack([(to_unit(d.read_image("dfm", int(i)), real=True).transpose(2, 0, 1) - 0.5) / 0.5
+                                       for i in rows]))
+        with torch.no_grad():
+            want = torch.relu(ref.fc6(torch.flatten(ref.avgpool(ref.features(x)), 1))).numpy()  # fc6 after ReLU
+        np.testing.assert_allclose(feats[rows], want, rtol=1e-4, atol=1e-5)
+    from affpipe.regress.data import FeatureSource
+
+    with pytest.raises(AffpipeError, match="no `pred` dataset.*cnn.mode: pretrained"):
+        FeatureSource(out, dataset="pred")
+    assert FeatureSource(out, dataset="features").dim == 64
+
+    # clear errors: no weights; a layer missing from the file (named in both layouts); wrong backbone
+    capsys.readouterr()
+    assert main([*map(str, train), "--settings", json.dumps({**settings, "weights": None})]) == 2
+    assert "cnn.mode: pretrained needs cnn.weights" in capsys.readouterr().err
+    del state["conv3_2.weight"]
+    broken = tmp_path / "broken.pt"
+    torch.save(state, broken)
+    assert main([*map(str, train), "--settings", json.dumps({**settings, "weights": str(broken)})]) == 2
+    err = capsys.readouterr().err
+    assert "broken.pt" in err and "'features.12.weight' (VGG-Face conv3_2.weight)" in err
+    assert main([*map(str, train), "--settings", json.dumps({**settings, "backbone": "small"})]) == 2
+    assert "needs cnn.backbone: vgg16" in capsys.readouterr().err
+
+
+def test_weights_file_is_an_input_of_cnn_train(tmp_path):
+    """Changing cnn.weights re-makes model.pt (and so every features file): the file is a rule input."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parent.parent
+    missing = tmp_path / "vggface_missing.pt"
+    res = subprocess.run([sys.executable, "-m", "snakemake", "-n", "results/demo/cnn/dfm/model.pt", "--config",
+                          f"datasets={{demo: {{cnn: {{mode: pretrained, weights: {missing}}}}}}}"],
+                         cwd=repo, capture_output=True, text=True, timeout=120)
+    out = res.stdout + res.stderr
+    assert res.returncode != 0 and "Missing input files for rule cnn_train" in out and str(missing) in out, out

@@ -112,6 +112,8 @@ def test_rank_reports_dr_upper_bound_baseline_and_chance(dataset, tmp_path):
         assert lvl["T"] == T and lvl["chance"] == 0.5 and lvl["pairs_per_window"] == T * (T + 1)
         assert lvl["ranksvm_upper_bound"]["accuracy"] == 1.0
         assert lvl["ranksvm_upper_bound"]["kkt_residual_max"] <= 1e-9
+        # the bound depends on the RankSVM's λ: it is recorded with the figure
+        assert lvl["ranksvm_upper_bound"]["lambda"] == json.loads(settings).get("ranksvm_lambda", 1.0)
         assert 0.0 <= lvl["dr"]["accuracy"] <= 1.0
         assert lvl["similarity_baseline"]["accuracy"] > 0.8
         # te_b: windows through frames 10-12 are not scored

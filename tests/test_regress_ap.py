@@ -259,3 +259,85 @@ def test_cli_runs_ap(tmp_path):
     df = pq.read_table(out).to_pandas()
     assert len(df) == 4 * 200 and np.isfinite(df.valence_pred).all()
     assert pq.read_schema(out).metadata[b"regressor"] == b"ap"
+
+
+# -- ablation variants (§5, Table 1) ------------------------------------------------------------
+def _batch(B=2, L=5, D=3):
+    g = torch.Generator().manual_seed(3)
+    return {"x": torch.randn(B, L, D, generator=g, dtype=torch.float64),
+            "y": torch.randn(B, L, 2, generator=g, dtype=torch.float64),
+            "mask": torch.ones(B, L, 2, dtype=torch.float64), "rows": torch.ones(B, L, dtype=torch.bool),
+            "ctx": torch.tensor([[1, 0, 1, 0, 1], [0, 1, 1, 0, 0]], dtype=torch.bool),
+            "ctx_y": torch.randn(B, L, 2, generator=g, dtype=torch.float64)}
+
+
+def test_default_variant_is_the_papers_model():
+    assert section_settings("regression", {})["ap"]["variant"] == "ap"
+    with pytest.raises(ValueError, match="variant"):
+        AP.AffectiveProcess(3, hidden=8, r_dim=4, z_dim=2, latent_sigma_min=0.1, output_sigma_min=0.01, variant="np")
+
+
+def test_deterministic_ap_has_no_latent_and_no_sampling():
+    torch.manual_seed(0)
+    model = AP.AffectiveProcess(3, hidden=8, r_dim=4, z_dim=2, latent_sigma_min=0.1, output_sigma_min=0.01,
+                                variant="deterministic").double()
+    assert not model.has_latent and not hasattr(model, "latent_mu")
+    batch, hp = _batch(), {"w_kl": 0.3, "w_reg": 2.0, "reg_reduce": "mean"}
+    a, b = AP.ap_loss(model, batch, hp), AP.ap_loss(model, batch, hp)  # no seeding in between
+    assert torch.equal(a["total"], b["total"]) and float(a["kl"]) == 0.0
+    # by hand: the decoder gets r_C itself; loss = NLL + w_reg reg
+    r_c = AP.masked_mean(model.encode(batch["x"], batch["ctx_y"]), batch["ctx"])
+    mu_y, s_y = model.decode(batch["x"], r_c)
+    nll = -torch.distributions.Normal(mu_y, s_y).log_prob(batch["y"]).sum(dim=(1, 2)) / 5
+    reg = AP.output_regulariser(mu_y, s_y, batch["rows"], reduce="mean")
+    torch.testing.assert_close(a["total"], (nll + 2.0 * reg).mean(), **TOL)
+    # prediction: every row is context, same input -> same output
+    model = model.float().eval()
+    x, yhat = torch.randn(9, 3), torch.randn(9, 2)
+    out1, sel = AP.predict_window(model, x, yhat, context=4)
+    out2, _ = AP.predict_window(model, x, yhat, context=4)
+    assert sel.all() and torch.equal(out1, out2)
+
+
+def test_ap_plus_det_feeds_z_and_the_deterministic_path_to_the_decoder():
+    torch.manual_seed(0)
+    model = AP.AffectiveProcess(3, hidden=8, r_dim=4, z_dim=2, latent_sigma_min=0.1, output_sigma_min=0.01,
+                                variant="ap_det").double()
+    assert model.decoder[0].in_features == 3 + 2 + 4
+    batch, hp = _batch(), {"w_kl": 0.3, "w_reg": 2.0, "reg_reduce": "mean"}
+    torch.manual_seed(5)
+    out = AP.ap_loss(model, batch, hp)
+    torch.manual_seed(5)
+    r_c = AP.masked_mean(model.encode(batch["x"], batch["ctx_y"]), batch["ctx"])
+    mu_c, s_c = model.latent(r_c)
+    z = mu_c + s_c * torch.randn_like(s_c)
+    det = AP.masked_mean(model.det_encoder(torch.cat([batch["x"], model.det_upsample(batch["ctx_y"])], -1)), batch["ctx"])
+    mu_y, s_y = model.decode(batch["x"], torch.cat([z, det], -1))
+    nll = -torch.distributions.Normal(mu_y, s_y).log_prob(batch["y"]).sum(dim=(1, 2)) / 5
+    mu_t, s_t = model.latent(model.encode(batch["x"], batch["y"]).mean(dim=1))
+    kl = torch.distributions.kl_divergence(torch.distributions.Normal(mu_t, s_t), torch.distributions.Normal(mu_c, s_c)).sum(-1) / 5
+    reg = AP.output_regulariser(mu_y, s_y, batch["rows"], reduce="mean")
+    torch.testing.assert_close(out["total"], (nll + 0.3 * kl + 2.0 * reg).mean(), **TOL)
+    # the deterministic path matters at test time (z = μ_C there)
+    model = model.float().eval()
+    x, yhat = torch.randn(9, 3), torch.randn(9, 2)
+    before, sel = AP.predict_window(model, x, yhat, context=4)
+    assert int(sel.sum()) == 4
+    with torch.no_grad():
+        model.det_encoder[-1].bias.add_(1.0)
+    after, _ = AP.predict_window(model, x, yhat, context=4)
+    assert not torch.allclose(before, after)
+
+
+@pytest.mark.parametrize("variant", ["ap_det", "deterministic"])
+def test_variants_train_and_predict(synth, tmp_path, variant):
+    out = tmp_path / "dfm_ap" / "predictions.parquet"
+    s = _settings(ap={"variant": variant, "epochs": 2, "iterations_per_epoch": 10})
+    summary = run_experiment(_exp(synth), s, out=out)
+    df = pq.read_table(out).to_pandas()
+    test = df[(df.partition == "test") & ~df.filled]
+    assert len(test) and np.isfinite(test[["valence_pred", "arousal_pred"]].to_numpy()).all()
+    h = summary["history"]
+    assert len(h) >= 1 and all(np.isfinite(r["train_loss"]) for r in h)
+    if variant == "deterministic":
+        assert all(r["train_kl"] == 0.0 for r in h)

@@ -437,8 +437,11 @@ def load_pretrained(model: PerFrameRegressor, path: str | os.PathLike, *, backbo
             if key not in state:
                 if key.endswith("num_batches_tracked"):
                     continue
+                layer, _, param = key.rpartition(".")
+                face = {v: k for k, v in VGGFACE_NAMES.items()}.get(layer) if backbone == "vgg16" else None
                 raise AffpipeError(
-                    f"weights have no parameter {key!r} needed by the {backbone} backbone "
+                    f"weights have no parameter {key!r}{f' (VGG-Face {face}.{param})' if face else ''} needed by the "
+                    f"{backbone} backbone "
                     f"(file has {len(state)} entries, e.g. {', '.join(list(state)[:4])})",
                     path=path, hint="supply weights of the same architecture as cnn.backbone",
                 )

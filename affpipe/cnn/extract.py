@@ -8,7 +8,8 @@ Output layout (:func:`feature_specs`), one row per row of the input's primary st
   :mod:`affpipe.cnn.data`); invalid rows are never fed to the network;
 * ``features`` (n, D) float32 or float16 -- the concatenated branch features (VGG-16: fc6 after
   ReLU, 4096-D per branch; small: 256-D per branch), NaN on invalid rows;
-* ``pred`` (n, 2) float32 -- the CNN's own (valence, arousal), NaN on invalid rows;
+* ``pred`` (n, 2) float32 -- the CNN's own (valence, arousal), NaN on invalid rows; absent for a
+  ``cnn.mode: pretrained`` model (the given weights, untrained: no head output is meaningful);
 * optionally (``cnn.store_taps``, default on) the multi-level taps of
   :meth:`affpipe.cnn.backbones.PerFrameRegressor.forward_taps`, in the dtype of ``features``, NaN on
   invalid rows: ``tap_low`` (n, D_low) -- the 2nd pooling layer, global-average-pooled (VGG-16: 128
@@ -44,7 +45,13 @@ FLOAT16_MAX = float(np.finfo(np.float16).max)
 TAP_DATASETS = {"tap_low": "low", "tap_high": "high"}
 
 
-def feature_specs(dim: int, *, dtype: str = "float32", tap_dims: Mapping[str, int] | None = None) -> list:
+def has_head(meta: Mapping[str, Any]) -> bool:
+    """False for a ``cnn.mode: pretrained`` model: its head is untrained and no ``pred`` is stored."""
+    return meta.get("mode", "finetune") != "pretrained"
+
+
+def feature_specs(dim: int, *, dtype: str = "float32", tap_dims: Mapping[str, int] | None = None,
+                  pred: bool = True) -> list:
     """Datasets of a features store.
 
     Parameters
@@ -55,6 +62,8 @@ def feature_specs(dim: int, *, dtype: str = "float32", tap_dims: Mapping[str, in
         dtype of ``features`` (and of the taps).
     tap_dims : mapping, optional
         Tap widths by tap name (``low``, ``high``); given = the store holds ``tap_low``/``tap_high``.
+    pred : bool
+        The store holds ``pred`` (not for a ``cnn.mode: pretrained`` model).
     """
     from affpipe.io.h5store import DatasetSpec
 
@@ -73,8 +82,8 @@ def feature_specs(dim: int, *, dtype: str = "float32", tap_dims: Mapping[str, in
         DatasetSpec("valid", (), "bool", "the row has a valid image in every branch; False rows hold NaN"),
         DatasetSpec("features", (dim,), dtype,
                     "per-frame CNN features: the branches' feature layers (VGG-16: fc6 after ReLU) concatenated; NaN where invalid"),
-        DatasetSpec("pred", (2,), "float32", "the per-frame CNN's own (valence, arousal) prediction; NaN where invalid",
-                    attrs={"columns": ["valence", "arousal"]}),
+        *([DatasetSpec("pred", (2,), "float32", "the per-frame CNN's own (valence, arousal) prediction; NaN where invalid",
+                       attrs={"columns": ["valence", "arousal"]})] if pred else []),
         *taps,
     ]
 
@@ -140,7 +149,8 @@ def _blocks(model, meta, spec: InputSpec, index, *, device, batch_size, amp, wor
     sc = meta["scaling"]
     input_size = int(meta["input_size"])
     model.eval()
-    widths = {"features": d, "pred": 2}
+    head = has_head(meta)
+    widths = {"features": d, **({"pred": 2} if head else {})}
     if taps:
         widths.update({name: int(model.tap_dims[tap]) for name, tap in TAP_DATASETS.items()})
 
@@ -164,8 +174,9 @@ def _blocks(model, meta, spec: InputSpec, index, *, device, batch_size, amp, wor
                         f = t["fc"]
                     else:
                         f = model.forward_features(xs)
-                    p = model.forward_head(f)
-                out = {"features": f, "pred": p}
+                out = {"features": f}
+                if head:
+                    out["pred"] = model.forward_head(f)
                 if taps:
                     out.update({name: t[tap] for name, tap in TAP_DATASETS.items()})
                 out = {k: v.float().cpu().numpy() for k, v in out.items()}
@@ -205,13 +216,14 @@ def write_features(out: str | os.PathLike, blocks, *, dim: int, meta: Mapping[st
     from affpipe.io.h5store import StoreWriter
 
     keys = ("backbone", "input", "num_features", "epoch", "size", "input_size", "channels", "scaling", "devel_score",
-            "head_hidden", "selection")
+            "head_hidden", "selection", "mode", "weights", "weights_sha256")
     attrs = {f"model_{k}": meta.get(k) for k in keys if meta.get(k) is not None}
     attrs.update(video=video, feature_dtype=dtype,
                  row_note="one row per row of the input's primary store; frame = video frame; invalid rows are NaN")
     counts = {"rows": 0, "valid": 0}
     stored = ("features", *(TAP_DATASETS if tap_dims is not None else ()))
-    with StoreWriter(out, feature_specs(dim, dtype=dtype, tap_dims=tap_dims), stage=FEATURES_STAGE, settings=settings,
+    pred = has_head(meta)
+    with StoreWriter(out, feature_specs(dim, dtype=dtype, tap_dims=tap_dims, pred=pred), stage=FEATURES_STAGE, settings=settings,
                      inputs=inputs, attrs=attrs, compression="gzip", compression_level=1) as w:
         for block in blocks:
             if dtype == "float16":
@@ -220,7 +232,7 @@ def write_features(out: str | os.PathLike, blocks, *, dim: int, meta: Mapping[st
                     if big > FLOAT16_MAX:
                         raise AffpipeError(f"{key} reach {big:.3g}, beyond float16's range ({FLOAT16_MAX:g})",
                                            path=out, hint="set cnn.feature_dtype: float32")
-            w.append(frame=block["frame"], valid=block["valid"], pred=block["pred"],
+            w.append(frame=block["frame"], valid=block["valid"], **({"pred": block["pred"]} if pred else {}),
                      **{key: block[key].astype(dtype) for key in stored})
             counts["rows"] += len(block["frame"])
             counts["valid"] += int(block["valid"].sum())

@@ -419,6 +419,83 @@ def train_model(spec: InputSpec, data: TrainData, settings: Mapping[str, Any], *
     return meta
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes (provenance of the weights a pretrained model is made of)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def pretrained_model(spec: InputSpec, settings: Mapping[str, Any], *, size: int, out: str | os.PathLike,
+                     extra_meta: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``cnn.mode: pretrained``: write ``out`` (``model.pt``) holding ``cnn.weights`` as given, untrained.
+
+    The network is built as for training and every backbone parameter is loaded from the weights
+    (:func:`affpipe.cnn.backbones.load_pretrained`: a missing or mismatched layer is an error naming the
+    file and the key). The head is not trained and its output is never stored (the features of such a
+    model have no ``pred``). Returns the model metadata (``mode: pretrained``, ``epoch`` 0).
+
+    Parameters
+    ----------
+    spec : InputSpec
+    settings : mapping
+        Validated ``cnn`` section with ``mode: pretrained``.
+    size : int
+        Side of the stored images (checked again at extraction).
+
+    Raises
+    ------
+    ConfigError
+        No ``cnn.weights``, or a backbone other than vgg16.
+    AffpipeError
+        The weights do not fit (file and key named).
+    """
+    from affpipe.errors import ConfigError
+
+    if settings["backbone"] != "vgg16":
+        raise ConfigError(f"cnn.mode: pretrained extracts VGG-16 (VGG-Face) fc6 features and needs cnn.backbone: vgg16, "
+                          f"got {settings['backbone']!r}")
+    weights = settings.get("weights")
+    if not weights:
+        raise ConfigError("cnn.mode: pretrained needs cnn.weights: the path of a VGG-Face (or torchvision VGG-16) "
+                          "state dict; set it, or use cnn.mode: finetune to train a network")
+    t_start = time.perf_counter()
+    if list(settings["input_mean"]) == [0.5] and list(settings["input_std"]) == [0.5]:
+        log.warning("cnn: mode pretrained with the default input normalisation (mean 0.5, std 0.5): the weights "
+                    "%s expect their own (e.g. VGG-Face: cnn.input_mean [0.5066, 0.4108, 0.3670], input_std "
+                    "[0.003922]); the features are computed as configured", weights)
+    input_size = int(settings.get("input_size") or size)
+    torch.manual_seed(int(settings["seed"]))  # the (unused, unstored) head's initialisation
+    model = build_model(spec, settings, input_size=input_size)
+    report = load_pretrained(model, weights, backbone=settings["backbone"], inflate=settings["inflate_first_conv"])
+    log.info("cnn: mode pretrained: %d tensors of %s, no training%s; ignored: %s", len(report["loaded"]), weights,
+             f" (inflated {', '.join(report['inflated'])})" if report["inflated"] else "",
+             ", ".join(report["ignored"]) or "none")
+    meta: dict[str, Any] = {
+        "format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION, "affpipe_version": __version__,
+        "mode": "pretrained",
+        "backbone": settings["backbone"], "input": spec.name, "branches": spec.to_plain(),
+        "channels": spec.branch_channels, "size": int(size), "input_size": input_size,
+        "num_features": int(model.num_features), "head_hidden": int(model.head.hidden), "dropout": float(settings["dropout"]),
+        "scaling": {"static": "x / 255", "dynamic_scaling": settings["dynamic_scaling"],
+                    "input_mean": list(settings["input_mean"]), "input_std": list(settings["input_std"])},
+        "mdr_levels": list(settings["mdr_levels"]),
+        "epoch": 0, "epochs_run": 0,
+        "selection": "none: cnn.mode pretrained (the given weights, not trained; no head output is stored)",
+        "devel_score": None, "history": [], "n_train_frames": 0, "n_devel_frames": 0,
+        "weights": weights, "weights_sha256": file_sha256(weights), "weights_report": report,
+        "seed": int(settings["seed"]), "settings": copy.deepcopy(dict(settings)),
+        "train_wall_s": round(time.perf_counter() - t_start, 2),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    meta.update(extra_meta or {})
+    meta = json.loads(json.dumps(meta, default=str))
+    atomic_torch_save({"state_dict": model.state_dict(), "metadata": meta}, out)
+    return meta
+
+
 def load_model(path: str | os.PathLike) -> tuple[PerFrameRegressor, dict[str, Any]]:
     """Load a ``model.pt`` written by :func:`train_model` (``weights_only=True``) into a CPU model."""
     path = Path(path)

@@ -2,7 +2,8 @@
 
 Reads the manifest (partitions), the labels and the stores the input needs (``--static``,
 ``--dynamic``, ``--dr`` folders holding ``{video}.h5``) of the train and devel videos; trains on train,
-selects the epoch on devel (:mod:`affpipe.cnn.train`). ``checkpoint.pt`` / ``best.pt`` next to the
+selects the epoch on devel (:mod:`affpipe.cnn.train`). With ``cnn.mode: pretrained`` nothing is trained:
+``model.pt`` holds ``cnn.weights`` as given (:func:`affpipe.cnn.train.pretrained_model`). ``checkpoint.pt`` / ``best.pt`` next to the
 output make a re-run continue after the last finished epoch.
 
 Example::
@@ -82,7 +83,7 @@ def store_paths(spec, dirs: dict[str, Path | None], video: str, *, folders: bool
 def handler(args: argparse.Namespace) -> int:
     from affpipe.cnn.data import VideoStores, build_index
     from affpipe.cnn.inputs import parse_input
-    from affpipe.cnn.train import select_data, train_model
+    from affpipe.cnn.train import pretrained_model, select_data, train_model
     from affpipe.config import section_settings
     from affpipe.errors import ConfigError
 
@@ -101,12 +102,18 @@ def handler(args: argparse.Namespace) -> int:
     counts = {p: sum(v.partition == p for v in videos) for p in TRAIN_PARTITIONS}
     log.info("cnn-train: %s: %d train and %d devel videos", args.manifest, counts["train"], counts["devel"])
     index = build_index(videos, spec)
-    data = select_data(index, settings)
-    meta = train_model(spec, data, settings, out=args.out, threads=args.threads, extra_meta={
+    extra = {
         "manifest": str(args.manifest),
         "train_videos": [v.video for v in videos if v.partition == "train"],
         "devel_videos": [v.video for v in videos if v.partition == "devel"],
-    })
+    }
+    if settings["mode"] == "pretrained":
+        meta = pretrained_model(spec, settings, size=index.size, out=args.out, extra_meta=extra)
+        log.info("cnn-train: wrote %s: the weights of %s as given (cnn.mode: pretrained, not trained)", args.out,
+                 settings["weights"])
+        return 0
+    data = select_data(index, settings)
+    meta = train_model(spec, data, settings, out=args.out, threads=args.threads, extra_meta=extra)
     score = meta["devel_score"]
     log.info("cnn-train: wrote %s: epoch %d of %d%s", args.out, meta["epoch"], meta["epochs_run"],
              f", devel CCC valence {score['ccc_valence']:.4f} arousal {score['ccc_arousal']:.4f}" if score else

@@ -188,7 +188,8 @@ def handler(args: argparse.Namespace) -> int:
     doc = {
         "description": "Ranking accuracy (share of same-side frame pairs (a, b) of a window of 2T+1 frames, a nearer "
         "to the centre, with <d, I_a> > <d, I_b>) on videos the models were not trained on. dr = the UNet's DR of the "
-        "centre frame; ranksvm_upper_bound = each window's own RankSVM on its pairs; similarity_baseline = d = centre "
+        "centre frame; ranksvm_upper_bound = each window's own RankSVM on its pairs (trained on the frames it ranks; its "
+        "value depends on its lambda, recorded with it); similarity_baseline = d = centre "
         "frame minus its mean; chance = 0.5. Pixels are SFA uint8/255.",
         "affpipe_version": __version__,
         "videos": [{"video": v.video, "partition": v.partition, "static": os.fspath(v.path)} for v in videos],

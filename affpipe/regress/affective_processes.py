@@ -62,6 +62,14 @@ Inference (§3.2.2, §4.2)
     ties: the earlier row). Then r_C = mean over the selected rows, z = μ_C and the prediction is the
     decoder mean ỹ^μ_t for every row of the window.
 
+Variants (``regression.ap.variant``, the paper's ablation §5, Table 1; :data:`VARIANTS`)
+    ``ap`` (default) the model above; ``ap_det`` "AP + Det." adds a deterministic path (own encoder,
+    r^det_C given to the decoder next to z); ``deterministic`` "Deterministic AP" has no latent: the
+    decoder gets r_C, no KL term, no sampling, and every row of a test window is context.
+
+Not reproduced: the paper's backbone is trained multi-task (CCC + MSE on valence/arousal, cross-entropy
+on emotion classes and on valence/arousal bins); here the backbone is the per-frame CNN (MSE only).
+
 Selection, checkpoints, seeding: :class:`affpipe.regress.train.SelectionLoop` (devel CCC after every
 epoch, ``patience``, resumable). Not used by ``ap``: ``seq_len``, ``train_hop``, ``predict_hop``,
 ``batch_size``, ``max_epochs``, ``optimizer``, ``lr``, ``lr_decay``, ``momentum``, ``weight_decay``
@@ -90,6 +98,10 @@ from affpipe.regress.models import OUTPUT_DIMENSIONS, RegressorSpec, register_re
 log = logging.getLogger(__name__)
 
 LOG_2PI = math.log(2.0 * math.pi)
+#: Model variants of the paper's ablation (§5, Table 1): ``ap`` the model of Fig. 2 (latent path
+#: only); ``ap_det`` "AP + Det." (latent and a separate deterministic path); ``deterministic``
+#: "Deterministic AP" (a single deterministic path, no latent variable, no sampling).
+VARIANTS = ("ap", "ap_det", "deterministic")
 REG_REDUCTIONS = ("sum", "mean")
 #: attempts to draw a window with enough labelled rows before giving up (per window)
 MAX_DRAWS = 1000
@@ -122,17 +134,31 @@ class AffectiveProcess(nn.Module):
         Lower bounds of the latent and output standard deviations.
     outputs : int
         Output dimensions (2).
+    variant : {"ap", "ap_det", "deterministic"}
+        See :data:`VARIANTS`. ``ap_det`` adds a deterministic path (its own ŷ upsampling and
+        three-layer encoder MLP, mean-aggregated to r^det_C) whose r^det_C is given to the decoder
+        next to z; ``deterministic`` drops the latent encoder: the decoder gets r_C itself.
     """
 
     def __init__(self, input_dim: int, *, hidden: int, r_dim: int, z_dim: int, latent_sigma_min: float,
-                 output_sigma_min: float, outputs: int = 2):
+                 output_sigma_min: float, outputs: int = 2, variant: str = "ap"):
         super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        self.variant = variant
         self.upsample = nn.Linear(outputs, input_dim)
         self.encoder = _mlp([2 * input_dim, hidden, hidden, r_dim])
-        self.latent_common = nn.Linear(r_dim, r_dim)
-        self.latent_mu = nn.Linear(r_dim, z_dim)
-        self.latent_sigma = nn.Linear(r_dim, z_dim)
-        self.decoder = _mlp([input_dim + z_dim, hidden, hidden])
+        code_dim = r_dim
+        if variant != "deterministic":
+            self.latent_common = nn.Linear(r_dim, r_dim)
+            self.latent_mu = nn.Linear(r_dim, z_dim)
+            self.latent_sigma = nn.Linear(r_dim, z_dim)
+            code_dim = z_dim
+        if variant == "ap_det":
+            self.det_upsample = nn.Linear(outputs, input_dim)
+            self.det_encoder = _mlp([2 * input_dim, hidden, hidden, r_dim])
+            code_dim = z_dim + r_dim
+        self.decoder = _mlp([input_dim + code_dim, hidden, hidden])
         self.head_mu = nn.Linear(hidden, outputs)
         self.head_sigma = nn.Linear(hidden, outputs)
         self.latent_sigma_min = float(latent_sigma_min)
@@ -142,6 +168,23 @@ class AffectiveProcess(nn.Module):
         """r_c for every row: x (..., D), y (..., 2) -> (..., r_dim)."""
         return self.encoder(torch.cat([x, self.upsample(y)], dim=-1))
 
+    @property
+    def has_latent(self) -> bool:
+        """False for the deterministic variant (no z, no KL term, no sampling)."""
+        return self.variant != "deterministic"
+
+    def encode_det(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Deterministic-path r^det_c (``ap_det`` only): x (..., D), y (..., 2) -> (..., r_dim)."""
+        return self.det_encoder(torch.cat([x, self.det_upsample(y)], dim=-1))
+
+    def code(self, r_c: torch.Tensor, z: torch.Tensor | None, det_c: torch.Tensor | None) -> torch.Tensor:
+        """The decoder's context input (B, code_dim): z (``ap``), [z, r^det_C] (``ap_det``) or r_C (``deterministic``)."""
+        if self.variant == "deterministic":
+            return r_c
+        if self.variant == "ap_det":
+            return torch.cat([z, det_c], dim=-1)
+        return z
+
     def latent(self, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """μ, σ of z from an (aggregated or single) representation r (..., r_dim) -> 2 x (..., z_dim)."""
         h = F.relu(self.latent_common(r))
@@ -149,7 +192,7 @@ class AffectiveProcess(nn.Module):
         return self.latent_mu(h), sigma
 
     def decode(self, x: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean and std of y: x (B, L, D), z (B, z_dim) -> 2 x (B, L, 2)."""
+        """Mean and std of y: x (B, L, D), z (B, code_dim) the context code (:meth:`code`) -> 2 x (B, L, 2)."""
         h = F.relu(self.decoder(torch.cat([x, z[:, None, :].expand(-1, x.shape[1], -1)], dim=-1)))
         return self.head_mu(h), self.output_sigma_min + F.softplus(self.head_sigma(h))
 
@@ -161,7 +204,8 @@ def build_ap(input_dim: int, settings: Mapping[str, Any]) -> nn.Module:
     hp = settings["ap"]
     return AffectiveProcess(input_dim, hidden=int(hp["hidden_units"]), r_dim=int(hp["r_dim"]),
                             z_dim=int(hp["z_dim"]), latent_sigma_min=float(hp["latent_sigma_min"]),
-                            output_sigma_min=float(hp["output_sigma_min"]), outputs=len(OUTPUT_DIMENSIONS))
+                            output_sigma_min=float(hp["output_sigma_min"]), outputs=len(OUTPUT_DIMENSIONS),
+                            variant=str(hp.get("variant", "ap")))
 
 
 def masked_mean(r: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -229,16 +273,23 @@ def output_regulariser(mu: torch.Tensor, sigma: torch.Tensor, rows: torch.Tensor
 def ap_loss(model: AffectiveProcess, batch: Mapping[str, torch.Tensor], hp: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """Eq. 1 on a batch of training windows (:func:`collate_windows`); returns ``total``, ``nll``, ``kl``, ``reg``."""
     x = batch["x"]
-    r_c = model.encode(x, batch["ctx_y"])
-    mu_c, sigma_c = model.latent(masked_mean(r_c, batch["ctx"]))
-    z = mu_c + sigma_c * torch.randn_like(sigma_c)
-    mu_y, sigma_y = model.decode(x, z)
+    r_c = masked_mean(model.encode(x, batch["ctx_y"]), batch["ctx"])
+    det_c = masked_mean(model.encode_det(x, batch["ctx_y"]), batch["ctx"]) if model.variant == "ap_det" else None
+    if model.has_latent:
+        mu_c, sigma_c = model.latent(r_c)
+        z = mu_c + sigma_c * torch.randn_like(sigma_c)
+    else:
+        z = None
+    mu_y, sigma_y = model.decode(x, model.code(r_c, z, det_c))
     nll = gaussian_nll(batch["y"], mu_y, sigma_y, batch["mask"])
-    full = batch["mask"].amin(dim=2) > 0  # target rows labelled in both dimensions
-    r_t = model.encode(x, batch["y"])
-    mu_t, sigma_t = model.latent(masked_mean(r_t, full))
-    n_t = (batch["mask"].sum(dim=2) > 0).to(x.dtype).sum(dim=1).clamp_min(1.0)
-    kl = kl_diag_gaussians(mu_t, sigma_t, mu_c, sigma_c) * full.any(dim=1).to(x.dtype) / n_t
+    if model.has_latent:
+        full = batch["mask"].amin(dim=2) > 0  # target rows labelled in both dimensions
+        r_t = model.encode(x, batch["y"])
+        mu_t, sigma_t = model.latent(masked_mean(r_t, full))
+        n_t = (batch["mask"].sum(dim=2) > 0).to(x.dtype).sum(dim=1).clamp_min(1.0)
+        kl = kl_diag_gaussians(mu_t, sigma_t, mu_c, sigma_c) * full.any(dim=1).to(x.dtype) / n_t
+    else:  # Deterministic AP: no latent, no KL term
+        kl = torch.zeros_like(nll)
     reg = output_regulariser(mu_y, sigma_y, batch["rows"], reduce=str(hp["reg_reduce"]))
     total = nll + float(hp["w_kl"]) * kl + float(hp["w_reg"]) * reg
     return {"total": total.mean(), "nll": nll.mean(), "kl": kl.mean(), "reg": reg.mean()}
@@ -304,7 +355,8 @@ def backbone_predictions(video: VideoData) -> np.ndarray:
         src = rdata.FeatureSource(path, dataset=rdata.PRED_DATASET, max_frame=video.labels.n_frames)
     except AffpipeError as err:
         raise AffpipeError(f"the `ap` regressor needs the backbone's per-frame predictions: {err.cause}",
-                           path=path, hint="extract features with the per-frame CNN's head (dataset `pred`)") from None
+                           path=path, hint="extract features with a trained per-frame CNN (dataset `pred`); "
+                           "features of cnn.mode: pretrained have no prediction") from None
     if not np.array_equal(src.frames, video.frames):
         raise AffpipeError("dataset `pred` and `features` have different valid rows", path=path)
     try:
@@ -405,13 +457,21 @@ def predict_window(model: AffectiveProcess, x: torch.Tensor, yhat: torch.Tensor,
     Returns
     -------
     prediction (L, 2) = the decoder mean with z = μ_C; the selected context (L,) bool.
+
+    The deterministic variant has no σ(r_c) to select by: its context is every row of the window
+    (``context`` is not used), so its prediction involves no sampling and no selection.
     """
     r = model.encode(x, yhat)
-    _, sigma_each = model.latent(r)
-    sel = lowest_uncertainty(torch.linalg.vector_norm(sigma_each, dim=-1).cpu().numpy(), context)
+    if model.has_latent:
+        _, sigma_each = model.latent(r)
+        sel = lowest_uncertainty(torch.linalg.vector_norm(sigma_each, dim=-1).cpu().numpy(), context)
+    else:
+        sel = np.ones(len(r), dtype=bool)
     sel_t = torch.from_numpy(sel).to(x.device)
-    mu_c, _ = model.latent(r[sel_t].mean(dim=0, keepdim=True))
-    mu_y, _ = model.decode(x[None], mu_c)
+    r_c = r[sel_t].mean(dim=0, keepdim=True)
+    z = model.latent(r_c)[0] if model.has_latent else None
+    det_c = model.encode_det(x[sel_t], yhat[sel_t]).mean(dim=0, keepdim=True) if model.variant == "ap_det" else None
+    mu_y, _ = model.decode(x[None], model.code(r_c, z, det_c))
     return mu_y[0], sel_t
 
 

@@ -168,8 +168,9 @@ class FeatureSource:
                         raise AffpipeError(
                             "features store has no `pred` dataset (the per-frame CNN's own predictions)",
                             path=self.path,
-                            hint="the `cnn` regressor needs a features store written with predictions; "
-                            "use a sequence regressor such as `bgru` for this input",
+                            hint="the `cnn` regressor needs a features store written with predictions (a model "
+                            "extracted with cnn.mode: pretrained has none); use a sequence regressor such as `bgru` "
+                            "for this input",
                         )
                     if name in TAP_DATASETS:
                         raise AffpipeError(
