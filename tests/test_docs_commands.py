@@ -23,7 +23,7 @@ import pytest
 from docs_commands import ROOT, doc_commands
 
 VENV_BIN = ROOT / ".venv" / "bin"
-LINKED = ("Snakefile", "rules", "profiles", "workflow_config.yaml", "affpipe", ".venv", "Makefile",
+LINKED = ("Snakefile", "config", "rules", "profiles", "workflow_config.yaml", "affpipe", ".venv", "Makefile",
           "pyproject.toml", "resources", "envs", "bench")
 TIMEOUT_S = 120
 
@@ -53,11 +53,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ".venv/bin/snakemake --cores 32 results/semaine/ccc.json --config 'datasets={semaine: {root: /data/AVEC2012}}'": (REAL_DATASET, "semaine"),
     ".venv/bin/snakemake --cores 32 results/semaine/ccc.json --config 'datasets={semaine: {root: /data/AVEC2012}}' 'static={size: 112}' 'dr={width: 16, depth: 3}' 'cnn={backbone: small, optimizer: adam, lr: 0.001}'": (REAL_DATASET, "semaine"),
     ".venv/bin/snakemake --workflow-profile profiles/slurm results/semaine/ccc.json": (REAL_DATASET, "semaine"),
+    ".venv/bin/snakemake --cores 8 results/semaine/ccc.json --configfile config/cpu.yaml --config 'datasets={semaine: {root: /data/AVEC2012}}'": (REAL_DATASET, "semaine"),
     ".venv/bin/snakemake --workflow-profile profiles/slurm results/semaine/ccc.json --config 'datasets={semaine: {root: /data/AVEC2012}}'": (REAL_DATASET, "semaine"),
     # --- usage lines with placeholders ({ds}, JSON, N, PATH, [optional]) --------------------------
     "python -m affpipe": (SYNOPSIS, ""),
     "python -m affpipe faces": (SYNOPSIS, ""),
-    "python -m affpipe faces --video PATH --out results/{ds}/faces/{video}.parquet --settings JSON [--side left|right] [--threads N]": (SYNOPSIS, ""),
+    "python -m affpipe faces --video PATH --out results/{ds}/faces/{video}.parquet --settings JSON [--side left|right [--paired]] [--threads N]": (SYNOPSIS, ""),
     "python -m affpipe show-faces --video PATH --faces OUT.parquet -o sheet.png [--n 12] [--columns 4]": (SYNOPSIS, ""),
     "python -m affpipe dynamic --static results/{ds}/static/{video}.h5 --out results/{ds}/dynamic/{video}.h5 --settings JSON --threads N": (SYNOPSIS, ""),
     "python -m affpipe dr-train --manifest results/{src}/manifest.parquet --static-dir results/{src}/static --T 3 --out results/{src}/dr/model_T3.pt --settings JSON --threads N": (SYNOPSIS, ""),
@@ -70,6 +71,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     # benchmarks (minutes each): flags checked against --help
     "python bench/bench_dag.py --videos 1000": (SYNOPSIS, ""),
     "python bench/bench_dag.py --skip-dag --chain 2": (SYNOPSIS, ""),
+    ".venv/bin/python bench/bench_cost.py": (SYNOPSIS, ""),
     # re-fits a constant of affpipe/faces/landmarks.py (minutes of face detection)
     "python -m affpipe.faces.fit_box_model": (SYNOPSIS, ""),
     # --- need a finished demo: run on the tiny demo in test_commands_on_a_finished_run ------------
@@ -97,6 +99,8 @@ NOT_RUN: dict[str, str] = {
     "python tests/slurm_cluster.py start DIR": "starts a SLURM cluster: needs slurm-wlm, munge and root; tests/test_slurm.py runs it",
     "python tests/slurm_cluster.py start /tmp/slurm": "starts a SLURM cluster: needs slurm-wlm, munge and root; tests/test_slurm.py runs it",
     "python tests/slurm_cluster.py stop /tmp/slurm": "stops the cluster the command above starts",
+    ".venv/bin/snakemake --cores 2 results/<ds>/ccc.json --configfile config/cpu.yaml ci.yaml --config 'datasets={<ds>: {root: <tree>}}'":
+        "what tests/test_real_layouts.py (slow) runs on its SEMAINE, RECOLA and Aff-Wild2 trees, with its own ci.yaml",
     "snakemake -n results/big/ccc.json":
         "dataset `big` exists only inside bench/bench_dag.py, which configures and builds it (1,000 videos)",
 }
@@ -223,6 +227,8 @@ _FLAG = re.compile(r"(?<![\w-])(--?[A-Za-z][\w-]*)")
 def test_documented_synopsis_matches_the_cli(command):
     """A usage line with placeholders cannot run, but its subcommand and every flag it shows must exist."""
     words = _without_comment(command).split()
+    if words[0] == ".venv/bin/python":  # the venv's interpreter, as README shows it
+        words[0] = "python"
     assert words[0] == "python", command
     if words[1:3] == ["-m", "affpipe"]:  # python -m affpipe [subcommand] ...
         program = words[1:3] + [w for w in words[3:4] if not w.startswith("-")]
