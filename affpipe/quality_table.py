@@ -24,6 +24,7 @@ COLUMNS = (
     ("side_conflict_frames", "Side conflicts"), ("excluded", "Excluded (reason)"),
 )
 NOT_RECORDED = "n/r"
+_TEXT_COLUMNS = ("video", "partition", "excluded")
 
 
 def quality_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -106,12 +107,13 @@ def html(summary: Mapping[str, Any], source: str = "summary.json") -> str:
     esc = _html.escape
     ds = summary.get("dataset") or "dataset"
     rows = quality_rows(summary)
-    head = "<tr>" + "".join(f"<th>{esc(h)}</th>" for _, h in COLUMNS) + "</tr>"
+    cls = {k: ' class="t"' if k in _TEXT_COLUMNS else "" for k, _ in COLUMNS}
+    head = "<tr>" + "".join(f"<th{cls[k]}>{esc(h)}</th>" for k, h in COLUMNS) + "</tr>"
     trs = []
     for r in rows:
         flag = ' style="background:#fde0dc"' if r["excluded"] or (r["face_share"] is not None
                                                                   and r["face_share"] < LOW_FACE_SHARE) else ""
-        trs.append(f"<tr{flag}>" + "".join(f"<td>{esc(_cell(r, k))}</td>" for k, _ in COLUMNS) + "</tr>")
+        trs.append(f"<tr{flag}>" + "".join(f"<td{cls[k]}>{esc(_cell(r, k))}</td>" for k, _ in COLUMNS) + "</tr>")
     body = [f"<h2>Data quality: {esc(ds)}</h2>",
             f'<table class="quality"><caption>{esc(caption(summary, source))}</caption>'
             f"<thead>{head}</thead><tbody>{''.join(trs)}</tbody></table>"]

@@ -177,7 +177,7 @@ def latex(report: Mapping[str, Any], aggregations: Sequence[str] = AGGREGATIONS,
 HTML_STYLE = (
     "body{font-family:sans-serif;font-size:14px;margin:1em}"
     "table{border-collapse:collapse;margin:0.5em 0 1.5em}"
-    "th,td{padding:3px 9px;text-align:right}th:first-child,td:first-child{text-align:left}"
+    "th,td{padding:3px 9px;text-align:right}th:first-child,td:first-child,.t{text-align:left}"
     "thead tr:first-child th{border-top:2px solid #000}thead tr:last-child th{border-bottom:1px solid #000}"
     "tbody tr:last-child td{border-bottom:2px solid #000}caption{caption-side:top;text-align:left;"
     "max-width:60em;padding-bottom:0.4em}"
