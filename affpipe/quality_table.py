@@ -45,6 +45,7 @@ def quality_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
             "frames_decoded": n,
             "face_share": (found / n) if n else None,
             "lost": faces.get("lost"),
+            "lost_top_reason": _top_reason(faces.get("lost_reasons")),
             "multi_face_frames": multi,
             "multi_face_method": (mfc or {}).get("method") if isinstance(mfc, Mapping) else None,
             "multi_face_counted": (mfc or {}).get("counted_frames") if isinstance(mfc, Mapping) else None,
@@ -56,12 +57,23 @@ def quality_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _top_reason(reasons) -> tuple[str, int] | None:
+    """The most frequent ``(reason, frames)`` of a ``{reason: frames}`` dict (summary key ``lost_reasons``)."""
+    if not isinstance(reasons, Mapping) or not reasons:
+        return None
+    reason, n = max(reasons.items(), key=lambda kv: (kv[1], kv[0]))
+    return str(reason), int(n)
+
+
 def _cell(row: Mapping[str, Any], key: str) -> str:
     v = row[key]
     if key == "face_share":
         if v is None:
             return "no faces table"
         return f"{100 * v:.1f} %" + (" (low)" if v < LOW_FACE_SHARE else "")
+    if key == "lost" and v and row.get("lost_top_reason"):
+        reason, n = row["lost_top_reason"]
+        return f"{v} (most: {reason}, {n})"
     if key == "excluded":
         return f"yes ({v})" if v else "no"
     if key == "multi_face_frames" and v is not None and row.get("multi_face_counted") is not None:
@@ -77,7 +89,7 @@ def caption(summary: Mapping[str, Any], source: str = "summary.json") -> str:
     methods = sorted({r["multi_face_method"] for r in rows if r["multi_face_method"]})
     text = (f"Tracking and data quality per video of {ds} ({len(rows)} videos). Face share: frames with a face "
             f"(detected or tracked) among the decoded frames, '(low)' below {100 * LOW_FACE_SHARE:.0f} %. "
-            "Lost: frames without a face. Multi-face: frames where a full-frame detection found more than one "
+            "Lost: frames without a face (with the most frequent reason when the summary records it). Multi-face: frames where a full-frame detection found more than one "
             "face (the tracker follows one)")
     text += f", counted by {', '.join(methods)}." if methods else "."
     text += (" Side conflicts: frames where the tracked face left its assigned side of a two-person video. "

@@ -104,6 +104,7 @@ def _summary():
         "videos": {
             "v_test": {"partition": "test", "faces": {**faces, "detected": 0, "tracked": 0, "lost": 100}},
             "v_train": {"partition": "train", "faces": {**faces, "side_conflict_frames": 3,
+                                                          "lost_reasons": {"no face detected": 20, "shape residual": 10},
                                                           "multi_face_count": {"counted_frames": 25, "method": "every 4th frame"}}},
             "v_none": {"partition": "devel", "faces": None},
         },
@@ -118,7 +119,8 @@ def test_quality_rows_and_markdown():
     assert rows[1]["face_share"] is None and rows[2]["excluded"] == "evaluate: no face in any frame"
     md = qt.markdown(_summary())
     lines = [ln for ln in md.splitlines() if ln.startswith("|")]
-    assert lines[2] == "| v\\_train | train | 100 | 70.0 % (low) | 30 | 4 of 25 counted | 3 | no |"
+    assert lines[2] == ("| v\\_train | train | 100 | 70.0 % (low) | 30 (most: no face detected, 20) | 4 of 25 counted"
+                        " | 3 | no |")
     assert lines[3].startswith("| v\\_none | devel | n/r | no faces table |")
     assert lines[4].endswith("| yes (evaluate: no face in any frame) |")
     assert "counted by every 4th frame" in md and "Numbers from summary.json" in md

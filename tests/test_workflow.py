@@ -199,6 +199,12 @@ def test_tiny_demo_reaches_ccc_json(tiny_run):
             assert f["features"].shape[1] == 2 * g["features"].shape[1]
     plots = sorted(p.name for p in (work / TINY_REPORT).glob("*.png"))
     assert plots, "no regression plots"
+    # the paper-style tables name every experiment; the quality table every video
+    tex = (work / "results/tiny/report/results.tex").read_text()
+    assert tex.count(r"\toprule") == 2 and all(exp["label"] in tex for exp in ccc["experiments"].values())
+    quality = (work / "results/tiny/report/quality.md").read_text()
+    assert all(v.replace("_", "\\_") in quality for v in ("astronaut_01", "group_1_01", "man_video_01", "woman_video_01"))
+    assert (work / "results/tiny/report/dr_ranking.png").stat().st_size > 0
 
 
 @pytest.mark.slow
