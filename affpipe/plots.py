@@ -225,7 +225,8 @@ def ranking_figure(ranking: Mapping[str, Any]):
                 ax.text(pos, 0.02, "n/a", ha="center", fontsize=8, rotation=90)
                 continue
             ax.bar(pos, v, width, color=col, label=label if j == 0 else None)
-            ax.text(pos, v + 0.01, f"{v:.3f}", ha="center", va="bottom", fontsize=8)
+            ax.text(pos, v + 0.01, f"{v:.3f}", ha="center", va="bottom", fontsize=8, zorder=4,
+                    bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5, "alpha": 0.85})
         chance = lev.get("chance", chance)
         dr = lev.get("dr") or {}
         ticks.append(f"T={lev.get('T', name)}\n{dr.get('windows', '?')} windows, {dr.get('pairs', '?')} pairs")
