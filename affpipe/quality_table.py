@@ -89,8 +89,8 @@ def caption(summary: Mapping[str, Any], source: str = "summary.json") -> str:
     methods = sorted({r["multi_face_method"] for r in rows if r["multi_face_method"]})
     text = (f"Tracking and data quality per video of {ds} ({len(rows)} videos). Face share: frames with a face "
             f"(detected or tracked) among the decoded frames, '(low)' below {100 * LOW_FACE_SHARE:.0f} %. "
-            "Lost: frames without a face (with the most frequent reason when the summary records it). Multi-face: frames where a full-frame detection found more than one "
-            "face (the tracker follows one)")
+            "Lost: frames without a face (with the most frequent reason when the summary records it). "
+            "Multi-face: frames where a full-frame detection found more than one face (the tracker follows one)")
     text += f", counted by {', '.join(methods)}." if methods else "."
     text += (" Side conflicts: frames where the tracked face left its assigned side of a two-person video. "
              f"{NOT_RECORDED} = not recorded by this faces stage. Excluded: left out of scoring, with the stage "

@@ -47,7 +47,10 @@ def scored_partitions(report: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     return scored, [p for p in parts if p not in scored]
 
 
-def table_rows(report: Mapping[str, Any], aggregation: str) -> list[tuple[str, dict[tuple[str, str, str], float | None]]]:
+Row = tuple[str, dict[tuple[str, str, str], "float | None"]]
+
+
+def table_rows(report: Mapping[str, Any], aggregation: str) -> list[Row]:
     """The values of one table: one ``(experiment label, values)`` per experiment, in ccc.json order.
 
     ``values[(partition, dimension, metric)]`` is a float, or None where undefined or not scored.
@@ -221,7 +224,8 @@ def html(report: Mapping[str, Any], aggregations: Sequence[str] = AGGREGATIONS, 
             cells = [f"<td>{esc(label)}</td>"]
             for k in keys:
                 s = esc(_fmt(values[k]))
-                cells.append(f"<td><b>{s}</b></td>" if values[k] is not None and values[k] == best[k] else f"<td>{s}</td>")
+                bold = values[k] is not None and values[k] == best[k]
+                cells.append(f"<td><b>{s}</b></td>" if bold else f"<td>{s}</td>")
             trs.append("<tr>" + "".join(cells) + "</tr>")
         body.append(f'<table class="results">{cap}<thead>{h1}{h2}{h3}</thead><tbody>{"".join(trs)}</tbody></table>')
     return html_page(f"Results: {ds}", body)
