@@ -10,7 +10,7 @@ PYFEAT_SHA256 := f05efd61bb5824b6ce16a4dce17d3e6b698901be159310f697d81693b9d1f38
 CORES ?= 2
 DEMO_TARGET ?= all
 
-.PHONY: setup resources slurm-deps demo test test-fast lint bench clean
+.PHONY: setup resources slurm-deps browser-deps demo test test-fast lint bench clean
 setup: $(VENV)/.installed resources
 
 $(VENV)/.installed: pyproject.toml
@@ -29,7 +29,7 @@ $(PYFEAT_WHEEL): | $(VENV)/.installed
 demo: setup
 	$(VENV)/bin/snakemake --cores $(CORES) $(DEMO_TARGET)
 
-test: setup slurm-deps
+test: setup slurm-deps browser-deps
 	$(VENV)/bin/pytest
 
 # The SLURM workflow test (tests/test_slurm.py) starts a single-node cluster and needs the Debian
@@ -50,6 +50,23 @@ slurm-deps:
 	apt-get install -y -q --no-install-recommends $(SLURM_PACKAGES) >/dev/null \
 	  || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $(SLURM_PACKAGES) >/dev/null; } \
 	  || { echo "slurm-deps: apt-get install $(SLURM_PACKAGES) failed (see above)" >&2; exit 1; }
+
+# The report browser test (tests/test_report_browser.py) opens the Snakemake report in headless
+# Chromium: Debian's `chromium`, installed here with apt-get when running as root and missing. Not root,
+# or no apt-get: it says so and installs nothing (the test then skips, naming the reason).
+BROWSER_PACKAGES := chromium
+browser-deps:
+	@if command -v chromium >/dev/null || command -v chromium-browser >/dev/null \
+	  || command -v google-chrome >/dev/null || command -v google-chrome-stable >/dev/null; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+	  echo "browser-deps: not root, so not installing $(BROWSER_PACKAGES); the report browser test will skip"; exit 0; fi; \
+	if ! command -v apt-get >/dev/null; then \
+	  echo "browser-deps: no apt-get, so not installing $(BROWSER_PACKAGES); the report browser test will skip"; exit 0; fi; \
+	echo "browser-deps: installing $(BROWSER_PACKAGES)"; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	apt-get install -y -q --no-install-recommends $(BROWSER_PACKAGES) >/dev/null \
+	  || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $(BROWSER_PACKAGES) >/dev/null; } \
+	  || { echo "browser-deps: apt-get install $(BROWSER_PACKAGES) failed (see above)" >&2; exit 1; }
 
 test-fast: setup
 	$(VENV)/bin/pytest -m "not slow"

@@ -12,6 +12,9 @@ min_version("9.0")
 configfile: "workflow_config.yaml"
 
 
+report: "rules/report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/demo.smk"
 include: "rules/datasets.smk"
@@ -31,3 +34,6 @@ rule all:
         "results/demo/report/regression",
         "results/demo/report/summary.json",
         "results/demo/dr/ranking.json",
+        "results/demo/report/results.md",
+        "results/demo/report/quality.html",
+        "results/demo/report/dr_ranking.png",

@@ -1,10 +1,13 @@
 """Report figures of the regression results (matplotlib, Agg backend; no file I/O except :func:`save`).
 
-* :func:`trace_figure` -- one video: predicted vs true valence and arousal over time, every experiment
-  in it; predictions on frames without a feature (filled) are drawn dotted.
+* :func:`trace_figure` -- one video: predicted vs true valence and arousal over time, one small panel
+  per experiment and dimension (shared axes, the label in every panel, the video's CCC in the title);
+  predictions on frames without a feature (filled) are drawn dotted.
 * :func:`scatter_figure` -- one dimension and partition: predicted vs true, one panel per experiment,
   with the identity line and the concatenated CCC in the title.
 * :func:`bar_figure` -- CCC of every experiment, per partition and dimension, both aggregations.
+* :func:`ranking_figure` -- DR ranking accuracy per T against the RankSVM bound, the similarity
+  baseline and chance (from a ``ranking.json`` dict).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from typing import Any, Mapping, Sequence
 import matplotlib
 
 matplotlib.use("Agg")
+
+import matplotlib.lines  # noqa: E402
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
@@ -27,6 +32,8 @@ PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F
 DPI = 110
 VALUE_LIMITS = (-1.05, 1.05)
 SCATTER_SEED = 0
+#: (width, height) in inches of one trace panel (one experiment, one dimension)
+TRACE_PANEL_SIZE = (5.2, 1.45)
 
 
 def color(i: int) -> str:
@@ -40,7 +47,11 @@ def trace_figure(
     true: np.ndarray,
     preds: Sequence[tuple[str, np.ndarray, np.ndarray, Mapping[str, float | None]]],
 ):
-    """Predicted vs true traces of one video.
+    """Predicted vs true traces of one video: one small panel per experiment and dimension.
+
+    A grid with one row per experiment and one column per dimension (valence, arousal), shared x and
+    y axes; every panel draws the label (black) and that experiment's prediction, so each line can be
+    read; the panel title gives the experiment and its CCC on this video.
 
     Parameters
     ----------
@@ -55,28 +66,41 @@ def trace_figure(
     -------
     matplotlib.figure.Figure
     """
-    fig, axes = plt.subplots(2, 1, figsize=(11, 5.6), sharex=True, constrained_layout=True)
-    for d, (ax, name) in enumerate(zip(axes, OUTPUT_DIMENSIONS)):
-        for i, (label, pred, filled, cccs) in enumerate(preds):
+    rows = max(1, len(preds))
+    cols = len(OUTPUT_DIMENSIONS)
+    fig, axes = plt.subplots(rows, cols, figsize=(TRACE_PANEL_SIZE[0] * cols, TRACE_PANEL_SIZE[1] * rows + 0.9),
+                             sharex=True, sharey=True, squeeze=False, constrained_layout=True)
+    labelled = [np.isfinite(true[:, d]).any() for d in range(cols)]
+    for i in range(rows):
+        for d, name in enumerate(OUTPUT_DIMENSIONS):
+            ax = axes[i, d]
+            ax.axhline(0, color="0.85", lw=0.8, zorder=0)
+            ax.grid(alpha=0.3)
+            if labelled[d]:
+                ax.plot(time_s, true[:, d], color=TRUTH_COLOR, lw=1.6, alpha=0.8, label="label", zorder=1)
+            if i >= len(preds):
+                continue
+            label, pred, filled, cccs = preds[i]
             real = np.where(filled, np.nan, pred[:, d])
             # dotted where filled, including the neighbours so the dotted pieces join the solid line
             edge = filled | np.r_[filled[1:], False] | np.r_[False, filled[:-1]]
             fill_part = np.where(edge, pred[:, d], np.nan)
+            ax.plot(time_s, real, color=color(i), lw=1.4, label="prediction", zorder=2)
+            ax.plot(time_s, fill_part, color=color(i), lw=1.2, ls=":", zorder=2)
             c = cccs.get(name)
-            text = f"{label} (CCC {c:.2f} on this video)" if c is not None else f"{label}"
-            ax.plot(time_s, real, color=color(i), lw=1.4, label=text, zorder=2 + i)
-            ax.plot(time_s, fill_part, color=color(i), lw=1.2, ls=":", zorder=2 + i)
-        if np.isfinite(true[:, d]).any():
-            ax.plot(time_s, true[:, d], color=TRUTH_COLOR, lw=2.2, alpha=0.75, label="label", zorder=1)
-        else:
-            ax.text(0.5, 0.92, "no labels for this video", transform=ax.transAxes, ha="center", color="0.4")
-        ax.set_ylabel(name)
-        ax.set_ylim(*VALUE_LIMITS)
-        ax.axhline(0, color="0.8", lw=0.8, zorder=0)
-        ax.grid(alpha=0.3)
-        ax.legend(loc="upper left", fontsize=8, ncol=min(3, len(preds) + 1), framealpha=0.85)
-    axes[-1].set_xlabel("time (s)")
-    axes[0].set_title(f"{video} ({partition}): predicted vs true; dotted = no feature at that frame (filled)")
+            ctext = f"CCC {c:.2f}" if c is not None else ("no labels" if not labelled[d] else "CCC undefined")
+            ax.set_title(f"{label}: {name}, {ctext}", fontsize=9, loc="left")
+            if d == 0:
+                ax.set_ylabel("value", fontsize=8)
+            ax.tick_params(labelsize=7)
+    axes[0, 0].set_ylim(*VALUE_LIMITS)
+    for ax in axes[-1]:
+        ax.set_xlabel("time (s)", fontsize=8)
+    handles = [matplotlib.lines.Line2D([], [], color=TRUTH_COLOR, lw=1.6, label="label"),
+               matplotlib.lines.Line2D([], [], color="0.4", lw=1.4, label="prediction"),
+               matplotlib.lines.Line2D([], [], color="0.4", lw=1.2, ls=":", label="prediction, no feature (filled)")]
+    fig.legend(handles=handles, loc="outside upper right", ncol=3, fontsize=8, frameon=False)
+    fig.suptitle(f"{video} ({partition}): predicted vs true, CCC on this video", x=0.02, ha="left", fontsize=11)
     return fig
 
 
@@ -172,6 +196,52 @@ def bar_figure(report: Mapping[str, Any]):
     if handles:
         fig.legend(handles, names, loc="outside upper right", ncol=len(names), fontsize=9)
     fig.suptitle(f"CCC per experiment ({report.get('dataset') or 'dataset'})", x=0.3)
+    return fig
+
+
+RANKING_SERIES = (
+    ("dr", "DR (learnt)", PALETTE[0]),
+    ("ranksvm_upper_bound", "RankSVM upper bound", PALETTE[2]),
+    ("similarity_baseline", "similarity baseline", PALETTE[1]),
+)
+
+
+def ranking_figure(ranking: Mapping[str, Any]):
+    """DR ranking accuracy per level T: DR vs the RankSVM upper bound vs the similarity baseline vs chance.
+
+    ``ranking`` is a ``ranking.json`` dict (``affpipe dr-rank``); each bar is labelled with its value
+    and the bars' windows/pairs are in the x tick label.
+    """
+    levels = list(ranking.get("levels", {}).items())
+    fig, ax = plt.subplots(figsize=(max(5.5, 2.6 * len(levels) + 1.5), 4.2), constrained_layout=True)
+    width = 0.8 / len(RANKING_SERIES)
+    chance = None
+    ticks = []
+    for j, (name, lev) in enumerate(levels):
+        for s, (key, label, col) in enumerate(RANKING_SERIES):
+            v = (lev.get(key) or {}).get("accuracy")
+            pos = j + (s - (len(RANKING_SERIES) - 1) / 2) * width
+            if v is None:
+                ax.text(pos, 0.02, "n/a", ha="center", fontsize=8, rotation=90)
+                continue
+            ax.bar(pos, v, width, color=col, label=label if j == 0 else None)
+            ax.text(pos, v + 0.01, f"{v:.3f}", ha="center", va="bottom", fontsize=8, zorder=4,
+                    bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5, "alpha": 0.85})
+        chance = lev.get("chance", chance)
+        dr = lev.get("dr") or {}
+        ticks.append(f"T={lev.get('T', name)}\n{dr.get('windows', '?')} windows, {dr.get('pairs', '?')} pairs")
+    if chance is not None:
+        ax.axhline(chance, color="0.3", ls="--", lw=1, label=f"chance ({chance:g})")
+    ax.set_xticks(np.arange(len(levels)), ticks, fontsize=9)
+    ax.set_ylim(0, 1.1)
+    ax.set_ylabel("ranking accuracy (same-side pairs)")
+    ax.grid(axis="y", alpha=0.3)
+    n_videos = len(ranking.get("videos", []))
+    ax.set_title(f"Dynamic representations: ranking accuracy on {n_videos} unseen video(s)", fontsize=10)
+    if levels:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    else:
+        ax.text(0.5, 0.5, "ranking.json has no level", ha="center", transform=ax.transAxes)
     return fig
 
 

@@ -83,7 +83,12 @@ rule dr_montage:
         static="results/{ds}/static/{video}.h5",
         dr="results/{ds}/dr/{video}.h5",
     output:
-        montage=report("results/{ds}/report/dr/{video}.png", category="Dynamic representations"),
+        montage=report(
+            "results/{ds}/report/dr/{video}.png",
+            caption="report/dr_montage.rst",
+            category="3. Dynamic representations",
+            labels={"video": "{video}"},
+        ),
     params:
         affpipe=AFFPIPE,
     log:

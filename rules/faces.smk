@@ -27,7 +27,12 @@ rule faces_sheet:
         video=video_path,
         faces="results/{ds}/faces/{video}.parquet",
     output:
-        sheet="results/{ds}/report/faces/{video}.png",
+        sheet=report(
+            "results/{ds}/report/faces/{video}.png",
+            caption="report/tracking.rst",
+            category="1. Tracking",
+            labels={"video": "{video}"},
+        ),
     params:
         affpipe=AFFPIPE,
     log:

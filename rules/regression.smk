@@ -67,7 +67,10 @@ rule regression_report:
         plots=report(
             directory("results/{ds}/report/regression"),
             patterns=["{name}.png"],
-            category="Valence and arousal",
+            caption="report/regression.rst",
+            category="4. Results",
+            subcategory="Figures",
+            labels={"figure": "{name}"},
         ),
     params:
         affpipe=AFFPIPE,

@@ -114,7 +114,9 @@ TINY_DR = "results/tiny/dr/ranking.json"
 TINY_CCC = "results/tiny/ccc.json"
 TINY_REPORT = "results/tiny/report/regression"
 TINY_EXPERIMENTS = ("dfm_bgru", "dfs_bgru", "dfa_dfs_bgru", "sfa_bgru", "mdr_cnn")
-TINY_TARGETS = (TINY_TARGET, TINY_DR, TINY_CCC, TINY_REPORT)
+# the report's tables and DR chart (cheap; the browser test opens the report built from this run)
+TINY_TABLES = ("results/tiny/report/results.md", "results/tiny/report/quality.html", "results/tiny/report/dr_ranking.png")
+TINY_TARGETS = (TINY_TARGET, TINY_DR, TINY_CCC, TINY_REPORT, *TINY_TABLES)
 
 
 def run_tiny(tmp_path_factory):
@@ -197,6 +199,12 @@ def test_tiny_demo_reaches_ccc_json(tiny_run):
             assert f["features"].shape[1] == 2 * g["features"].shape[1]
     plots = sorted(p.name for p in (work / TINY_REPORT).glob("*.png"))
     assert plots, "no regression plots"
+    # the paper-style tables name every experiment; the quality table every video
+    tex = (work / "results/tiny/report/results.tex").read_text()
+    assert tex.count(r"\toprule") == 2 and all(exp["label"] in tex for exp in ccc["experiments"].values())
+    quality = (work / "results/tiny/report/quality.md").read_text()
+    assert all(v.replace("_", "\\_") in quality for v in ("astronaut_01", "group_1_01", "man_video_01", "woman_video_01"))
+    assert (work / "results/tiny/report/dr_ranking.png").stat().st_size > 0
 
 
 @pytest.mark.slow
