@@ -73,6 +73,7 @@ def _faces(path: Path) -> dict:
                              "method": MULTI_FACE_COUNT_METHOD},
         # Aff-Wild2 X_left / X_right tracked jointly: frames where both tracks were on one face (marked lost)
         "side_conflict_frames": meta.get("side_conflict_frames"),
+        "lost_reasons": meta.get("lost_reasons") or {},  # lost frames by cause (faces metadata)
     }
 
 
