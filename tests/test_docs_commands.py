@@ -68,6 +68,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "python -m affpipe regress --manifest results/{ds}/manifest.parquet --features results/{ds}/features/{input} --labels results/{ds}/labels --input {input} --regressor bgru --experiment {name} --out results/{ds}/experiments/{name}/predictions.parquet --settings JSON --threads N": (SYNOPSIS, ""),
     "python -m affpipe evaluate --manifest results/{ds}/manifest.parquet --predictions {name}=results/{ds}/experiments/{name}/predictions.parquet ... --out results/{ds}/ccc.json": (SYNOPSIS, ""),
     "python -m affpipe regression-report --ccc results/{ds}/ccc.json --out results/{ds}/report/regression": (SYNOPSIS, ""),
+    "python -m affpipe dr-chart --ranking results/{ds}/dr/ranking.json -o results/{ds}/report/dr_ranking.png": (SYNOPSIS, ""),
+    "python -m affpipe results-table --ccc results/{ds}/ccc.json --md results/{ds}/report/results.md --tex results/{ds}/report/results.tex --html results/{ds}/report/results.html": (SYNOPSIS, ""),
     # benchmarks (minutes each): flags checked against --help
     "python bench/bench_dag.py --videos 1000": (SYNOPSIS, ""),
     "python bench/bench_dag.py --skip-dag --chain 2": (SYNOPSIS, ""),
@@ -78,6 +80,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ".venv/bin/python -m affpipe inspect results/demo/dynamic/<video>.h5     # datasets, shapes, dtypes, provenance": (SLOW, ""),
     ".venv/bin/python -m affpipe show results/demo/static/<video>.h5 results/demo/dynamic/<video>.h5 --frame 120 -o m.png": (SLOW, ""),
     ".venv/bin/python -m affpipe show-faces --video <video.mp4> --faces results/demo/faces/<video>.parquet -o sheet.png": (SLOW, ""),
+    ".venv/bin/python -m affpipe results-table --ccc results/demo/ccc.json --md r.md --tex r.tex --html r.html": (SLOW, ""),
+    ".venv/bin/python -m affpipe quality-table --summary results/demo/report/summary.json --md q.md --html q.html": (SLOW, ""),
+    ".venv/bin/python -m affpipe dr-chart --ranking results/demo/dr/ranking.json -o dr.png": (SLOW, ""),
 }
 
 # Shown but not run by this test, with the reason.
@@ -93,6 +98,11 @@ NOT_RUN: dict[str, str] = {
     "make test-fast": "the fast test suite, which contains this test",
     "make setup": "builds the .venv these tests run in (pip install, minutes)",
     "make slurm-deps": "installs Debian packages with apt-get as root",
+    "make browser-deps": "installs Debian's chromium with apt-get as root",
+    ".venv/bin/snakemake --cores 2 --report report.html     # after `make demo`; open report.html in a browser":
+        "needs the finished full demo; tests/test_report_browser.py builds the tiny demo's report and opens it in Chromium",
+    "snakemake --report report.html":
+        "needs a finished run; tests/test_report_browser.py builds the tiny demo's report and opens it in Chromium",
     "make bench": "benchmarks taking minutes; figures, never asserts",
     "python3 -m venv": "part of a sentence on what `make setup` does",
     "pip install -e .": "part of a sentence on what `make setup` does (installs into the .venv these tests run in)",
@@ -261,10 +271,10 @@ def test_commands_on_a_finished_run(tiny_run, tmp_path):
     video, path = row["video"], Path(row["path"])
     path = path if path.is_absolute() else work / path
     commands = _unique(SLOW)
-    assert len(commands) == 3
+    assert len(commands) == 6
     for command in commands:
         filled = command.replace("<video.mp4>", shlex.quote(str(path))).replace("<video>", video)
         res = _shell(filled, tmp_path)
         assert res.returncode == 0, f"`{filled}` failed:\n{res.out[-3000:]}"
-        for out in re.findall(r"-o (\S+)", filled):
+        for out in re.findall(r"(?:-o|--md|--tex|--html) (\S+)", filled):
             assert (tmp_path / out).stat().st_size > 0, out
