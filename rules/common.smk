@@ -189,10 +189,13 @@ def video_path(wildcards):
 
 def video_side_arg(wildcards):
     """`--side left|right` for a side row, plus `--paired` when the manifest also has the other side of
-    the same video (tracked jointly then; affpipe.faces.run.side_args, docs/faces.md)."""
-    from affpipe.faces.run import side_args
+    the same video (tracked jointly then; affpipe.faces.sides.side_args, docs/faces.md)."""
+    from affpipe.faces.sides import side_args
 
-    return " ".join(side_args(manifest_row(wildcards), manifest_rows(wildcards.ds).values()))
+    row = manifest_row(wildcards)
+    if not row.get("side"):
+        return ""
+    return " ".join(side_args(row, manifest_rows(wildcards.ds).values()))
 
 
 def manifest_path(wildcards):
@@ -308,11 +311,15 @@ def cnn_feature_files(ds, input_name):
 
 @functools.lru_cache(maxsize=None)
 def _cuda_available():
-    try:
-        import torch
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available())
+    """Whether this machine has an NVIDIA GPU, for the rules' `gpu` resource with `device: auto`.
+
+    Torch-free (the DAG build imports no torch): an NVIDIA device node (/dev/nvidia0, ...) or
+    nvidia-smi on PATH, and CUDA_VISIBLE_DEVICES not hiding every device (affpipe.cost.gpu_visible).
+    The job itself still picks its device with torch at run time (`auto` = CUDA when torch sees it).
+    """
+    from affpipe.cost import gpu_visible
+
+    return gpu_visible()
 
 
 def cnn_gpus(wildcards):
@@ -350,20 +357,43 @@ def experiment_entry(wildcards):
     return exps[name]
 
 
+_REGRESSION_SETTINGS = {}
+
+
+def _regression_settings_cached(wildcards):
+    """(JSON in config order, JSON with sorted keys) of one experiment's validated `regression`
+    settings, validated once per (dataset, experiment) and Snakemake process (as _stage_settings_cached)."""
+    key = (wildcards.ds, wildcards.experiment)
+    if key not in _REGRESSION_SETTINGS:
+        merged = dict(config.get("regression", {}))
+        merged.update(dataset_entry(wildcards.ds).get("regression") or {})
+        merged.update(experiment_entry(wildcards)["regression"])
+        try:
+            settings = section_settings("regression", merged)
+        except AffpipeError as err:
+            raise WorkflowError(f"{err} (dataset `{wildcards.ds}`, experiment `{wildcards.experiment}`)") from None
+        _REGRESSION_SETTINGS[key] = (json.dumps(settings), _json(settings))
+    return _REGRESSION_SETTINGS[key]
+
+
 def regression_settings(wildcards):
     """`regression` settings of one experiment: global, `datasets.<ds>.regression`, then
-    `experiments.<experiment>.regression`, merged per top-level key and validated."""
-    merged = dict(config.get("regression", {}))
-    merged.update(dataset_entry(wildcards.ds).get("regression") or {})
-    merged.update(experiment_entry(wildcards)["regression"])
-    try:
-        return section_settings("regression", merged)
-    except AffpipeError as err:
-        raise WorkflowError(f"{err} (dataset `{wildcards.ds}`, experiment `{wildcards.experiment}`)") from None
+    `experiments.<experiment>.regression`, merged per top-level key and validated (a fresh copy)."""
+    return json.loads(_regression_settings_cached(wildcards)[0])
 
 
 def regression_settings_json(wildcards):
-    return _json(regression_settings(wildcards))
+    return _regression_settings_cached(wildcards)[1]
+
+
+def _regressor(wildcards):
+    """The experiment's registry entry (affpipe.regress.registry; torch-free)."""
+    from affpipe.regress.registry import get_regressor
+
+    try:
+        return get_regressor(experiment_entry(wildcards)["regressor"])
+    except AffpipeError as err:
+        raise WorkflowError(f"{err} (dataset `{wildcards.ds}`, experiment `{wildcards.experiment}`)") from None
 
 
 def _features_dir(ds, input_name):
@@ -390,18 +420,15 @@ def regress_features(wildcards):
 
 
 def _regress_reads_landmarks(wildcards):
-    """Whether the experiment's regressor asks for the static stores' aligned landmarks."""
+    """Whether the experiment's regressor asks for the static stores' aligned landmarks (the
+    registry says which datasets it reads, torch-free)."""
     from affpipe.regress.data import LANDMARKS_INPUT
-    from affpipe.regress.models import get_regressor
 
-    spec = get_regressor(experiment_entry(wildcards)["regressor"])
+    spec = _regressor(wildcards)
     if spec.inputs is None:
         return False
     try:
-        settings = regression_settings(wildcards)
-        if spec.prepare_settings is not None:
-            settings = spec.prepare_settings(settings)
-        return LANDMARKS_INPUT in spec.inputs(settings)
+        return LANDMARKS_INPUT in spec.reads(regression_settings(wildcards))
     except AffpipeError as err:
         raise WorkflowError(f"{err} (dataset `{wildcards.ds}`, experiment `{wildcards.experiment}`)") from None
 
@@ -421,8 +448,8 @@ def regress_args(wildcards):
 
 
 def regress_gpus(wildcards):
-    """`resources: gpu` of `regress`: 1 when a trained regressor runs on CUDA."""
-    if experiment_entry(wildcards)["regressor"] in ("cnn", "none"):
+    """`resources: gpu` of `regress`: 1 when a trained regressor (registry: `trains`) runs on CUDA."""
+    if not _regressor(wildcards).trains:
         return 0
     device = regression_settings(wildcards)["device"]
     return 1 if device.startswith("cuda") or (device == "auto" and _cuda_available()) else 0
