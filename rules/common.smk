@@ -45,6 +45,24 @@ wildcard_constraints:
     video=r"[^/]+",
 
 
+def _cache_signature(fn):
+    """Store `fn`'s parameters where Snakemake looks first (snakemake.common.get_function_params).
+
+    Snakemake asks for the parameters of an input, params or resources function with
+    inspect.signature at every call, i.e. several times per job: about a tenth of the DAG build of a
+    1,000-video dataset. The parameters of a plain function do not change, so they are computed once.
+    """
+    try:
+        from snakemake.common import FUNC_OVERWRITE_PARAMS_ATTR
+    except ImportError:  # another Snakemake: it computes them itself
+        return fn
+    import inspect
+
+    if inspect.isfunction(fn) and not hasattr(fn, FUNC_OVERWRITE_PARAMS_ATTR):
+        setattr(fn, FUNC_OVERWRITE_PARAMS_ATTR, inspect.signature(fn).parameters)
+    return fn
+
+
 def dataset_entry(ds):
     """The `datasets.<ds>` config entry, or a clear error listing the configured datasets."""
     try:
@@ -163,9 +181,24 @@ def _read_manifest(path, mtime_ns):
     return {row["video"]: row for row in rows}
 
 
+_MANIFEST_FILES = {}
+
+
+def _manifest_file(ds):
+    """The manifest checkpoint's output of `ds` (IncompleteCheckpointException until it has run).
+
+    Checkpoint.get expands the rule's output on every call, which every per-video job paid several
+    times; the path is kept once the checkpoint is done (Snakemake's set of created checkpoint
+    outputs only grows, and membership is checked again on each call)."""
+    path = _MANIFEST_FILES.get(ds)
+    if path is None or path not in checkpoints.created_output:
+        path = _MANIFEST_FILES[ds] = checkpoints.manifest.get(ds=ds).output.manifest
+    return path
+
+
 def manifest_rows(ds):
     """Manifest rows by video id (re-evaluated after the manifest checkpoint has run)."""
-    path = checkpoints.manifest.get(ds=ds).output.manifest
+    path = _manifest_file(ds)
     return _read_manifest(path, os.stat(path).st_mtime_ns)
 
 
@@ -195,11 +228,25 @@ def video_side_arg(wildcards):
     row = manifest_row(wildcards)
     if not row.get("side"):
         return ""
-    return " ".join(side_args(row, manifest_rows(wildcards.ds).values()))
+    return " ".join(side_args(row, _rows_by_path(wildcards.ds).get(row["path"], ())))
+
+
+def _rows_by_path(ds):
+    """Manifest rows of `ds` grouped by video path (the side rows of one video share it)."""
+    path = _manifest_file(ds)
+    return _group_rows_by_path(path, os.stat(path).st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=None)
+def _group_rows_by_path(path, mtime_ns):
+    groups = {}
+    for row in _read_manifest(path, mtime_ns).values():
+        groups.setdefault(row["path"], []).append(row)
+    return groups
 
 
 def manifest_path(wildcards):
-    return checkpoints.manifest.get(ds=wildcards.ds).output.manifest
+    return _manifest_file(wildcards.ds)
 
 
 def per_video(pattern):
@@ -208,7 +255,7 @@ def per_video(pattern):
     def inputs(wildcards):
         return [pattern.format(ds=wildcards.ds, video=v) for v in video_ids(wildcards.ds)]
 
-    return inputs
+    return _cache_signature(inputs)
 
 
 def report_videos(ds):
@@ -612,3 +659,9 @@ def _warns_cpu_cost(fn, *, dr):
 
 dr_train_static = _warns_cpu_cost(dr_train_static, dr=True)
 cnn_train_stores = _warns_cpu_cost(cnn_train_stores, dr=False)
+
+
+# every function defined above (the rules' input, params and resources functions among them)
+for _fn in list(globals().values()):
+    if callable(_fn) and getattr(_fn, "__globals__", None) is globals():
+        _cache_signature(_fn)
