@@ -42,7 +42,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from affpipe import metrics
-from affpipe.regress.models import OUTPUT_DIMENSIONS
+from affpipe.regress.registry import OUTPUT_DIMENSIONS
 
 CCC_FORMAT = "affpipe-ccc"
 CCC_FORMAT_VERSION = 1

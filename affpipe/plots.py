@@ -24,7 +24,7 @@ import matplotlib.lines  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from affpipe.regress.models import OUTPUT_DIMENSIONS  # noqa: E402
+from affpipe.regress.registry import OUTPUT_DIMENSIONS  # noqa: E402
 
 TRUTH_COLOR = "black"
 #: colour-blind-safe qualitative palette (Okabe-Ito), one colour per experiment

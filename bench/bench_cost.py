@@ -79,7 +79,7 @@ def networks(threads: int) -> dict[str, float]:
     from affpipe.cnn.backbones import PerFrameRegressor
     from affpipe.dr.rankloss import rank_loss
     from affpipe.dr.unet import UNet, UNetConfig
-    from affpipe.regress.models import get_regressor
+    from affpipe.regress.registry import get_regressor
     from affpipe.regress.losses import masked_mse
 
     torch.set_num_threads(threads)

@@ -22,7 +22,7 @@ import torch
 
 from affpipe import metrics
 from affpipe.config import section_settings
-from affpipe.regress.models import get_regressor
+from affpipe.regress.registry import get_regressor
 from affpipe.regress.train import masked_mse, resolve_device
 
 

@@ -45,6 +45,24 @@ wildcard_constraints:
     video=r"[^/]+",
 
 
+def _cache_signature(fn):
+    """Store `fn`'s parameters where Snakemake looks first (snakemake.common.get_function_params).
+
+    Snakemake asks for the parameters of an input, params or resources function with
+    inspect.signature at every call, i.e. several times per job: about a tenth of the DAG build of a
+    1,000-video dataset. The parameters of a plain function do not change, so they are computed once.
+    """
+    try:
+        from snakemake.common import FUNC_OVERWRITE_PARAMS_ATTR
+    except ImportError:  # another Snakemake: it computes them itself
+        return fn
+    import inspect
+
+    if inspect.isfunction(fn) and not hasattr(fn, FUNC_OVERWRITE_PARAMS_ATTR):
+        setattr(fn, FUNC_OVERWRITE_PARAMS_ATTR, inspect.signature(fn).parameters)
+    return fn
+
+
 def dataset_entry(ds):
     """The `datasets.<ds>` config entry, or a clear error listing the configured datasets."""
     try:
@@ -163,9 +181,24 @@ def _read_manifest(path, mtime_ns):
     return {row["video"]: row for row in rows}
 
 
+_MANIFEST_FILES = {}
+
+
+def _manifest_file(ds):
+    """The manifest checkpoint's output of `ds` (IncompleteCheckpointException until it has run).
+
+    Checkpoint.get expands the rule's output on every call, which every per-video job paid several
+    times; the path is kept once the checkpoint is done (Snakemake's set of created checkpoint
+    outputs only grows, and membership is checked again on each call)."""
+    path = _MANIFEST_FILES.get(ds)
+    if path is None or path not in checkpoints.created_output:
+        path = _MANIFEST_FILES[ds] = checkpoints.manifest.get(ds=ds).output.manifest
+    return path
+
+
 def manifest_rows(ds):
     """Manifest rows by video id (re-evaluated after the manifest checkpoint has run)."""
-    path = checkpoints.manifest.get(ds=ds).output.manifest
+    path = _manifest_file(ds)
     return _read_manifest(path, os.stat(path).st_mtime_ns)
 
 
@@ -189,14 +222,31 @@ def video_path(wildcards):
 
 def video_side_arg(wildcards):
     """`--side left|right` for a side row, plus `--paired` when the manifest also has the other side of
-    the same video (tracked jointly then; affpipe.faces.run.side_args, docs/faces.md)."""
-    from affpipe.faces.run import side_args
+    the same video (tracked jointly then; affpipe.faces.sides.side_args, docs/faces.md)."""
+    from affpipe.faces.sides import side_args
 
-    return " ".join(side_args(manifest_row(wildcards), manifest_rows(wildcards.ds).values()))
+    row = manifest_row(wildcards)
+    if not row.get("side"):
+        return ""
+    return " ".join(side_args(row, _rows_by_path(wildcards.ds).get(row["path"], ())))
+
+
+def _rows_by_path(ds):
+    """Manifest rows of `ds` grouped by video path (the side rows of one video share it)."""
+    path = _manifest_file(ds)
+    return _group_rows_by_path(path, os.stat(path).st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=None)
+def _group_rows_by_path(path, mtime_ns):
+    groups = {}
+    for row in _read_manifest(path, mtime_ns).values():
+        groups.setdefault(row["path"], []).append(row)
+    return groups
 
 
 def manifest_path(wildcards):
-    return checkpoints.manifest.get(ds=wildcards.ds).output.manifest
+    return _manifest_file(wildcards.ds)
 
 
 def per_video(pattern):
@@ -205,7 +255,7 @@ def per_video(pattern):
     def inputs(wildcards):
         return [pattern.format(ds=wildcards.ds, video=v) for v in video_ids(wildcards.ds)]
 
-    return inputs
+    return _cache_signature(inputs)
 
 
 def report_videos(ds):
@@ -308,11 +358,15 @@ def cnn_feature_files(ds, input_name):
 
 @functools.lru_cache(maxsize=None)
 def _cuda_available():
-    try:
-        import torch
-    except ImportError:
-        return False
-    return bool(torch.cuda.is_available())
+    """Whether this machine has an NVIDIA GPU, for the rules' `gpu` resource with `device: auto`.
+
+    Torch-free (the DAG build imports no torch): an NVIDIA device node (/dev/nvidia0, ...) or
+    nvidia-smi on PATH, and CUDA_VISIBLE_DEVICES not hiding every device (affpipe.cost.gpu_visible).
+    The job itself still picks its device with torch at run time (`auto` = CUDA when torch sees it).
+    """
+    from affpipe.cost import gpu_visible
+
+    return gpu_visible()
 
 
 def cnn_gpus(wildcards):
@@ -350,20 +404,43 @@ def experiment_entry(wildcards):
     return exps[name]
 
 
+_REGRESSION_SETTINGS = {}
+
+
+def _regression_settings_cached(wildcards):
+    """(JSON in config order, JSON with sorted keys) of one experiment's validated `regression`
+    settings, validated once per (dataset, experiment) and Snakemake process (as _stage_settings_cached)."""
+    key = (wildcards.ds, wildcards.experiment)
+    if key not in _REGRESSION_SETTINGS:
+        merged = dict(config.get("regression", {}))
+        merged.update(dataset_entry(wildcards.ds).get("regression") or {})
+        merged.update(experiment_entry(wildcards)["regression"])
+        try:
+            settings = section_settings("regression", merged)
+        except AffpipeError as err:
+            raise WorkflowError(f"{err} (dataset `{wildcards.ds}`, experiment `{wildcards.experiment}`)") from None
+        _REGRESSION_SETTINGS[key] = (json.dumps(settings), _json(settings))
+    return _REGRESSION_SETTINGS[key]
+
+
 def regression_settings(wildcards):
     """`regression` settings of one experiment: global, `datasets.<ds>.regression`, then
-    `experiments.<experiment>.regression`, merged per top-level key and validated."""
-    merged = dict(config.get("regression", {}))
-    merged.update(dataset_entry(wildcards.ds).get("regression") or {})
-    merged.update(experiment_entry(wildcards)["regression"])
-    try:
-        return section_settings("regression", merged)
-    except AffpipeError as err:
-        raise WorkflowError(f"{err} (dataset `{wildcards.ds}`, experiment `{wildcards.experiment}`)") from None
+    `experiments.<experiment>.regression`, merged per top-level key and validated (a fresh copy)."""
+    return json.loads(_regression_settings_cached(wildcards)[0])
 
 
 def regression_settings_json(wildcards):
-    return _json(regression_settings(wildcards))
+    return _regression_settings_cached(wildcards)[1]
+
+
+def _regressor(wildcards):
+    """The experiment's registry entry (affpipe.regress.registry; torch-free)."""
+    from affpipe.regress.registry import get_regressor
+
+    try:
+        return get_regressor(experiment_entry(wildcards)["regressor"])
+    except AffpipeError as err:
+        raise WorkflowError(f"{err} (dataset `{wildcards.ds}`, experiment `{wildcards.experiment}`)") from None
 
 
 def _features_dir(ds, input_name):
@@ -390,18 +467,15 @@ def regress_features(wildcards):
 
 
 def _regress_reads_landmarks(wildcards):
-    """Whether the experiment's regressor asks for the static stores' aligned landmarks."""
+    """Whether the experiment's regressor asks for the static stores' aligned landmarks (the
+    registry says which datasets it reads, torch-free)."""
     from affpipe.regress.data import LANDMARKS_INPUT
-    from affpipe.regress.models import get_regressor
 
-    spec = get_regressor(experiment_entry(wildcards)["regressor"])
+    spec = _regressor(wildcards)
     if spec.inputs is None:
         return False
     try:
-        settings = regression_settings(wildcards)
-        if spec.prepare_settings is not None:
-            settings = spec.prepare_settings(settings)
-        return LANDMARKS_INPUT in spec.inputs(settings)
+        return LANDMARKS_INPUT in spec.reads(regression_settings(wildcards))
     except AffpipeError as err:
         raise WorkflowError(f"{err} (dataset `{wildcards.ds}`, experiment `{wildcards.experiment}`)") from None
 
@@ -421,8 +495,8 @@ def regress_args(wildcards):
 
 
 def regress_gpus(wildcards):
-    """`resources: gpu` of `regress`: 1 when a trained regressor runs on CUDA."""
-    if experiment_entry(wildcards)["regressor"] in ("cnn", "none"):
+    """`resources: gpu` of `regress`: 1 when a trained regressor (registry: `trains`) runs on CUDA."""
+    if not _regressor(wildcards).trains:
         return 0
     device = regression_settings(wildcards)["device"]
     return 1 if device.startswith("cuda") or (device == "auto" and _cuda_available()) else 0
@@ -585,3 +659,9 @@ def _warns_cpu_cost(fn, *, dr):
 
 dr_train_static = _warns_cpu_cost(dr_train_static, dr=True)
 cnn_train_stores = _warns_cpu_cost(cnn_train_stores, dr=False)
+
+
+# every function defined above (the rules' input, params and resources functions among them)
+for _fn in list(globals().values()):
+    if callable(_fn) and getattr(_fn, "__globals__", None) is globals():
+        _cache_signature(_fn)

@@ -140,7 +140,7 @@ def test_bad_settings_and_side_are_rejected(tmp_path):
 
 
 def test_side_args_pair_the_two_sides_of_one_video():
-    from affpipe.faces.run import side_args
+    from affpipe.faces.sides import side_args
 
     rows = [{"video": "X_left", "path": "b/X.avi", "side": "left"},
             {"video": "X_right", "path": "b/X.avi", "side": "right"},

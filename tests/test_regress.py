@@ -17,7 +17,8 @@ from affpipe.errors import AffpipeError
 from affpipe.regress import data as rdata
 from affpipe.regress import train as rtrain
 from affpipe.regress.experiment import Experiment, run_experiment
-from affpipe.regress.models import BGRU, REGRESSORS, get_regressor
+from affpipe.regress.bgru import BGRU
+from affpipe.regress.registry import REGRESSORS, get_regressor
 from test_regress_support import FAST_SETTINGS, make_dataset, write_features
 
 torch.set_num_threads(1)
@@ -120,6 +121,20 @@ def test_registry_and_paper_defaults():
     m = REGRESSORS["bgru"].build(4096, s)
     assert m.gru.bidirectional and m.gru.hidden_size == 200 and m.gru.num_layers == 1
     assert m.head.in_features == 400 and m.head.out_features == 2
+
+
+def test_schema_regressor_enum_is_the_registry():
+    """`experiments.<name>.regressor` accepts exactly the registered names and aliases, and the
+    registry's DAG-facing metadata holds: which regressors train, which read the landmarks."""
+    enum = load_schema("experiments.schema.yaml")["additionalProperties"]["properties"]["regressor"]["enum"]
+    assert sorted(enum) == sorted(REGRESSORS)
+    assert {name for name, spec in REGRESSORS.items() if not spec.trains} == {"cnn", "none"}
+    s = section_settings("regression", {})
+    assert REGRESSORS["bgru"].reads(s) == ("features",)
+    assert REGRESSORS["cnn"].reads(s) == ("pred",)
+    lm = section_settings("regression", {"multilevel": {"landmarks": True}})
+    assert REGRESSORS["multilevel"].reads(lm)[-1] == "landmarks"
+    assert "landmarks" not in REGRESSORS["multilevel"].reads(s)
 
 
 def test_default_experiments_are_the_papers_systems():

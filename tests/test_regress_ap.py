@@ -18,7 +18,7 @@ from affpipe.regress import affective_processes as AP
 from affpipe.regress import data as rdata
 from affpipe.regress import train as rtrain
 from affpipe.regress.experiment import Experiment, run_experiment
-from affpipe.regress.models import get_regressor
+from affpipe.regress.registry import get_regressor
 from test_regress_support import FAST_SETTINGS, make_dataset
 
 torch.set_num_threads(1)

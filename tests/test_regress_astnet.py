@@ -19,7 +19,7 @@ from affpipe.regress import astnet as A
 from affpipe.regress import data as rdata
 from affpipe.regress import train as rtrain
 from affpipe.regress.experiment import Experiment, run_experiment
-from affpipe.regress.models import get_regressor
+from affpipe.regress.registry import get_regressor
 from test_regress_support import FAST_SETTINGS, make_dataset, write_features
 
 torch.set_num_threads(1)

@@ -16,7 +16,7 @@ from affpipe.config import section_settings
 from affpipe.errors import ConfigError
 from affpipe.regress.attention import SelfAttentionRegressor, sinusoidal_encoding
 from affpipe.regress.experiment import Experiment, run_experiment
-from affpipe.regress.models import get_regressor
+from affpipe.regress.registry import get_regressor
 from test_regress_support import FAST_SETTINGS, make_dataset
 
 torch.set_num_threads(1)

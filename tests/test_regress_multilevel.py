@@ -20,7 +20,7 @@ from affpipe.regress import data as rdata
 from affpipe.regress import multilevel
 from affpipe.regress.experiment import Experiment, run_experiment
 from affpipe.regress.losses import masked_ccc_loss, masked_mse
-from affpipe.regress.models import get_regressor
+from affpipe.regress.registry import get_regressor
 from affpipe.regress.postprocess import median_filter, median_filter_predictions
 from test_regress_support import FPS, make_dataset
 

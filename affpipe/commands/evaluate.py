@@ -67,7 +67,7 @@ def read_predictions(path: Path, name: str):
 
     from affpipe.errors import AffpipeError
     from affpipe.evaluate import PREDICTION_COLUMNS, ExperimentPredictions, PredictionsError, check_predictions
-    from affpipe.regress.models import OUTPUT_DIMENSIONS
+    from affpipe.regress.registry import OUTPUT_DIMENSIONS
 
     try:
         table = pq.read_table(path)

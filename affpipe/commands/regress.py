@@ -54,7 +54,7 @@ def handler(args: argparse.Namespace) -> int:
     from affpipe.config import section_settings
     from affpipe.errors import ConfigError
     from affpipe.regress.experiment import Experiment, run_experiment
-    from affpipe.regress.models import get_regressor
+    from affpipe.regress.registry import get_regressor
 
     settings = section_settings("regression", load_settings(args.settings))
     get_regressor(args.regressor)  # unknown name -> one-line error listing the known ones

@@ -41,7 +41,7 @@ def render(report: dict, preds: list, settings: dict, out: Path) -> list[Path]:
     import numpy as np
 
     from affpipe import metrics, plots
-    from affpipe.regress.models import OUTPUT_DIMENSIONS
+    from affpipe.regress.registry import OUTPUT_DIMENSIONS
 
     written = []
     fig = plots.bar_figure(report)

@@ -34,8 +34,9 @@ from typing import Any
 import numpy as np
 
 from affpipe.demo.expression import ExpressionStrengths, displace_landmarks, measure, valence_floor
+from affpipe.demo.identity import Identity
 from affpipe.demo.render import Rig, add_sensor_noise, build_rig, render_frame
-from affpipe.demo.sources import SourceFace, identity_slug, load_source_face
+from affpipe.demo.sources import identity_slug, load_source_face
 from affpipe.demo.traces import affect_trace, smooth_trace
 from affpipe.demo.warp import similarity_matrix
 from affpipe.errors import ConfigError, VideoError
@@ -65,18 +66,6 @@ CODECS: dict[str, Codec] = {
     "mp4v": Codec("mp4v", "mp4", "ffmpeg"),
     "mjpg": Codec("MJPG", "avi", "opencv_mjpeg"),
 }
-
-
-@dataclass
-class Identity:
-    """A loaded identity: its source face, rig, partition and valence range."""
-
-    name: str
-    slug: str
-    partition: str
-    face: SourceFace
-    rig: Rig
-    valence_min: float
 
 
 def assign_partitions(identities: list[str], partitions: dict[str, list[str]]) -> dict[str, str]:

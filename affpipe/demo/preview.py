@@ -7,16 +7,14 @@ without head motion or noise. The PNG bytes are deterministic.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import cv2
 import numpy as np
 
 from affpipe.demo.expression import ExpressionStrengths, displace_landmarks
+from affpipe.demo.identity import Identity
 from affpipe.demo.render import render_frame
-
-if TYPE_CHECKING:
-    from affpipe.demo.generate import Identity
 
 #: Width of one tile (pixels); tiles keep the frame's aspect ratio.
 TILE_WIDTH = 128
@@ -42,7 +40,7 @@ def preview_poses(valence_min: float) -> list[tuple[str, float, float]]:
     ]
 
 
-def preview_image(identities: Sequence["Identity"], strengths: ExpressionStrengths) -> np.ndarray:
+def preview_image(identities: Sequence[Identity], strengths: ExpressionStrengths) -> np.ndarray:
     """Render the contact sheet.
 
     Returns
@@ -76,7 +74,7 @@ def preview_image(identities: Sequence["Identity"], strengths: ExpressionStrengt
     return np.vstack([header] + rows)
 
 
-def preview_sheet(identities: Sequence["Identity"], strengths: ExpressionStrengths) -> bytes:
+def preview_sheet(identities: Sequence[Identity], strengths: ExpressionStrengths) -> bytes:
     """The contact sheet encoded as PNG bytes."""
     ok, buf = cv2.imencode(".png", preview_image(identities, strengths), [cv2.IMWRITE_PNG_COMPRESSION, 9])
     if not ok:  # pragma: no cover - OpenCV always encodes PNG

@@ -43,6 +43,7 @@ from affpipe.faces.advice import no_face_hint
 from affpipe.faces.detectors import make_detector
 from affpipe.faces.landmarks import N_LANDMARKS
 from affpipe.faces.predictor import LandmarkPredictor
+from affpipe.faces.sides import OTHER_SIDE
 from affpipe.faces.smoothing import smooth_landmarks
 from affpipe.faces.store import FacesTrack
 from affpipe.faces.tracker import (
@@ -58,26 +59,6 @@ from affpipe.faces.tracker import (
 log = logging.getLogger(__name__)
 
 PREFETCH_FRAMES = 8  # decoded frames buffered ahead by the decode thread (threads >= 2)
-OTHER_SIDE = {"left": "right", "right": "left"}
-
-
-def side_args(row: dict[str, Any], rows: Any) -> list[str]:
-    """``affpipe faces`` arguments for a manifest row's side: ``[]``, ``["--side", s]`` or, when the
-    manifest also has the other side of the same video, ``["--side", s, "--paired"]``.
-
-    Parameters
-    ----------
-    row : dict
-        Manifest row (keys ``path``, ``side``).
-    rows : iterable of dict
-        All manifest rows of the dataset.
-    """
-    side = row.get("side") or ""
-    if not side:
-        return []
-    other = OTHER_SIDE[side]
-    paired = any(r.get("side") == other and r["path"] == row["path"] for r in rows)
-    return ["--side", side, "--paired"] if paired else ["--side", side]
 
 
 class _Rows:

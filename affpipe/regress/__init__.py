@@ -1,7 +1,9 @@
 """Sequence regression of valence and arousal from per-frame CNN features (DFM paper §4).
 
-* :mod:`affpipe.regress.models` -- the regressor registry (:data:`~affpipe.regress.models.REGRESSORS`):
-  ``bgru`` (bidirectional GRU) and ``cnn``/``none`` (the per-frame CNN's own predictions).
+* :mod:`affpipe.regress.registry` -- the regressor registry (:data:`~affpipe.regress.registry.REGRESSORS`),
+  a torch-free leaf; :mod:`affpipe.regress.regressors` registers every regressor (imported below, so the
+  registry is complete once this package is imported, still without torch: model code loads on first use).
+* :mod:`affpipe.regress.bgru` -- the DFM paper's bidirectional GRU (``bgru``).
 * :mod:`affpipe.regress.sequences` -- segments at long feature gaps, fixed-length windows, overlap
   averaging (pure functions).
 * :mod:`affpipe.regress.fill` -- a prediction for every frame: the documented fill rules (pure).
@@ -13,3 +15,5 @@
 * :mod:`affpipe.regress.multilevel` -- Kollias & Zafeiriou's multi-level CNN-RNN on the stored CNN taps.
 * :mod:`affpipe.regress.experiment` -- one experiment end to end -> ``predictions.parquet``.
 """
+
+from affpipe.regress import regressors  # noqa: E402,F401 - registers the regressors (torch-free)

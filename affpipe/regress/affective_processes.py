@@ -93,7 +93,7 @@ from affpipe.regress import data as rdata
 from affpipe.regress import sequences
 from affpipe.regress import train as rtrain
 from affpipe.regress.data import VideoData
-from affpipe.regress.models import OUTPUT_DIMENSIONS, RegressorSpec, register_regressor
+from affpipe.regress.registry import OUTPUT_DIMENSIONS, RegressorSpec
 
 log = logging.getLogger(__name__)
 
@@ -591,15 +591,3 @@ def fit_ap(
 
     return loop.run(train_epoch, predict, devel, n_windows=iters * bs, loss_key="train_loss",
                     on_epoch_end=on_epoch_end)
-
-
-register_regressor(RegressorSpec(
-    name="ap",
-    description="Affective Processes: Neural Process with a global latent over the backbone's features and "
-                "per-frame predictions, lowest-uncertainty context at test time (Sanchez et al. 2021)",
-    kind="sequence",
-    build=build_ap,
-    settings_key="ap",
-    fit=fit_ap,
-    predict=predict_ap,
-))

@@ -87,7 +87,7 @@ from affpipe.errors import AffpipeError
 from affpipe.regress import sequences
 from affpipe.regress import train as rtrain
 from affpipe.regress.data import VideoData
-from affpipe.regress.models import OUTPUT_DIMENSIONS, RegressorSpec, register_regressor
+from affpipe.regress.registry import OUTPUT_DIMENSIONS, RegressorSpec
 
 log = logging.getLogger(__name__)
 
@@ -574,15 +574,3 @@ def fit_astnet(
 
     return loop.run(train_epoch, predict, devel, n_windows=clips.shape[0], loss_key="train_loss",
                     on_epoch_end=on_epoch_end)
-
-
-register_regressor(RegressorSpec(
-    name="astnet",
-    description="AST-Net: stacked LSTM (50, 40) on clips every Δt frames with a Siamese twin one frame "
-                "later; label + trend + local + global + Siamese loss (Wang & Hsu 2017)",
-    kind="sequence",
-    build=build_astnet,
-    settings_key="astnet",
-    fit=fit_astnet,
-    predict=predict_astnet,
-))

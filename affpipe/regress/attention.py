@@ -25,7 +25,11 @@ import torch
 from torch import nn
 
 from affpipe.errors import ConfigError
-from affpipe.regress.models import OUTPUT_DIMENSIONS, RegressorSpec, register_regressor
+from affpipe.regress.registry import OUTPUT_DIMENSIONS
+
+# the settings it trains with are torch-free, with its registration in affpipe.regress.regressors
+from affpipe.regress.regressors import ATTENTION_TRAINING_OVERRIDES as TRAINING_OVERRIDES  # noqa: F401
+from affpipe.regress.regressors import attention_settings as prepare_settings  # noqa: F401
 
 #: the wavelength base of the sinusoidal positional encoding (Vaswani et al. 2017)
 PE_BASE = 10000.0
@@ -84,33 +88,8 @@ class SelfAttentionRegressor(nn.Module):
         return self.head(h)
 
 
-#: keys of ``regression.attention`` that replace the top-level ones when set (not null)
-TRAINING_OVERRIDES = ("seq_len", "train_hop")
-
-
-def prepare_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``regression`` settings with ``attention.seq_len`` / ``train_hop`` (when not null) replacing the top-level keys."""
-    out = dict(settings)
-    for key in TRAINING_OVERRIDES:
-        value = settings["attention"].get(key)
-        if value is not None:
-            out[key] = int(value)
-    return out
-
-
 def build_attention(input_dim: int, settings: Mapping[str, Any]) -> nn.Module:
     hp = settings["attention"]
     return SelfAttentionRegressor(input_dim, d_model=int(hp["d_model"]), heads=int(hp["heads"]),
                                   layers=int(hp["layers"]), feedforward=int(hp["feedforward"]),
                                   dropout=float(hp["dropout"]), outputs=len(OUTPUT_DIMENSIONS))
-
-
-register_regressor(RegressorSpec(
-    name="attention",
-    description="self-attention baseline: Transformer encoder (2 layers, 32 heads, width 512) with positional "
-                "encoding and a per-frame linear output (the Affective Processes paper's in-house baseline)",
-    kind="sequence",
-    build=build_attention,
-    settings_key="attention",
-    prepare_settings=prepare_settings,
-))

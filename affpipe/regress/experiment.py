@@ -42,7 +42,7 @@ from affpipe.errors import AffpipeError, ConfigError
 from affpipe.regress import data as rdata
 from affpipe.regress import postprocess
 from affpipe.regress.fill import FILL_DESCRIPTIONS, NO_FEATURE_RULE, fill_predictions
-from affpipe.regress.models import OUTPUT_DIMENSIONS, get_regressor
+from affpipe.regress.registry import OUTPUT_DIMENSIONS, get_regressor
 
 log = logging.getLogger(__name__)
 

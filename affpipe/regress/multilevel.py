@@ -35,7 +35,6 @@ How this maps onto affpipe (the CNN is the frozen per-frame CNN of :mod:`affpipe
 from __future__ import annotations
 
 import dataclasses
-import logging
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -43,71 +42,25 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from affpipe.errors import ConfigError
-from affpipe.regress import postprocess
-from affpipe.regress.data import FEATURES_DATASET, LANDMARKS_INPUT, VideoData
+from affpipe.regress.data import LANDMARKS_INPUT, VideoData
 
-log = logging.getLogger(__name__)
+# What the regressor reads and the settings it trains with are torch-free (the DAG build asks them):
+# they live with its registration in affpipe.regress.regressors.
+from affpipe.regress.regressors import (
+    MULTILEVEL_LANDMARK_TAP as LANDMARK_TAP,
+    MULTILEVEL_KEY as SETTINGS_KEY,
+    MULTILEVEL_TAP_SOURCES as TAP_SOURCES,
+    MULTILEVEL_TRAINING_OVERRIDES as TRAINING_OVERRIDES,
+    multilevel_inputs as input_datasets,
+    multilevel_settings as prepare_settings,
+)  # noqa: F401 - part of this module's API
 
-#: Settings key of this regressor's nested object in the ``regression`` section.
-SETTINGS_KEY = "multilevel"
-#: Tap name -> dataset of the features store holding it (``cnn.store_taps``).
-TAP_SOURCES = {"low": "tap_low", "high": "tap_high", "fc": FEATURES_DATASET}
-#: The tap the landmarks join (the paper concatenates them before the fc layer).
-LANDMARK_TAP = "fc"
-#: Keys of ``regression.multilevel`` that replace the top-level ``regression`` key of the same name.
-TRAINING_OVERRIDES = ("seq_len", "train_hop", "batch_size", "loss", "optimizer", "lr", "lr_decay", "median_filter")
 #: Output columns (valence, arousal).
 N_OUTPUTS = 2
 
 
 def _hp(settings: Mapping[str, Any]) -> Mapping[str, Any]:
     return settings[SETTINGS_KEY]
-
-
-def input_datasets(settings: Mapping[str, Any]) -> tuple[str, ...]:
-    """Datasets the regressor reads, in column order (``landmarks`` last = from the static store).
-
-    Parameters
-    ----------
-    settings : the validated ``regression`` section.
-    """
-    hp = _hp(settings)
-    taps = [t for t in TAP_SOURCES if t in hp["taps"]]
-    if hp["landmarks"] and LANDMARK_TAP not in taps:
-        raise ConfigError(f"regression.{SETTINGS_KEY}.landmarks joins the `{LANDMARK_TAP}` tap, which "
-                          f"regression.{SETTINGS_KEY}.taps ({', '.join(hp['taps'])}) leaves out",
-                          hint=f"add {LANDMARK_TAP} to the taps or set landmarks to false")
-    return tuple(TAP_SOURCES[t] for t in taps) + ((LANDMARKS_INPUT,) if hp["landmarks"] else ())
-
-
-def prepare_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``regression`` settings this regressor trains and predicts with.
-
-    Every key of :data:`TRAINING_OVERRIDES` set (not null) in ``regression.multilevel`` replaces the
-    top-level key; a replaced top-level value that differs is logged. The median-filter windows are
-    checked (odd, >= 1).
-
-    Returns
-    -------
-    dict
-        A new settings dict (the input is not changed).
-    """
-    out = dict(settings)
-    hp = _hp(settings)
-    for key in TRAINING_OVERRIDES:
-        value = hp.get(key)
-        if value is None:
-            continue
-        if key in settings and settings[key] != value:
-            log.info("multilevel: regression.%s = %r is replaced by regression.%s.%s = %r",
-                     key, settings[key], SETTINGS_KEY, key, value)
-        out[key] = value
-    for dim, w in out["median_filter"].items():
-        try:
-            postprocess.check_window(w, key=f"regression.median_filter.{dim}")
-        except ValueError as exc:
-            raise ConfigError(str(exc), hint=f"set regression.{SETTINGS_KEY}.median_filter.{dim} to an odd window") from None
-    return out
 
 
 class MultiLevelGRU(nn.Module):
@@ -201,5 +154,5 @@ def fit(spec, train: Sequence[VideoData], devel: Sequence[VideoData], settings: 
         if list(v.source.groups) != groups:
             raise ConfigError(f"{v.source.path}: input columns {v.source.groups} differ from {groups} of "
                               f"{train[0].source.path}; all videos must come from the same CNN")
-    inner = dataclasses.replace(spec, build=lambda dim, s: build(groups, s), fit=None)
+    inner = dataclasses.replace(spec, build_ref=lambda dim, s: build(groups, s), fit_ref=None)
     return fit_sequence_model(inner, train, devel, settings, **kwargs)

@@ -46,7 +46,7 @@ from affpipe.io.atomic import atomic_path
 from affpipe.regress import sequences
 from affpipe.regress.data import VideoData
 from affpipe.regress.losses import LOSS_RECORD_KEYS, LOSSES, masked_mse  # noqa: F401 - masked_mse re-exported
-from affpipe.regress.models import OUTPUT_DIMENSIONS, RegressorSpec
+from affpipe.regress.registry import OUTPUT_DIMENSIONS, RegressorSpec
 
 log = logging.getLogger(__name__)
 
