@@ -456,10 +456,21 @@ def regress_labels(wildcards):
     return [f"results/{wildcards.ds}/labels/{v}.parquet" for v in video_ids(wildcards.ds)]
 
 
+def _regress_features_input(wildcards):
+    """The input whose features the regressor reads: the experiment's, or AST-Net's
+    `regression.astnet.attribute_input` when set."""
+    entry = experiment_entry(wildcards)
+    if entry["regressor"] == "astnet":
+        attribute = regression_settings(wildcards)["astnet"]["attribute_input"]
+        if attribute:
+            return attribute
+    return entry["input"]
+
+
 def regress_features(wildcards):
-    """Every video's features store of the experiment's input (and static store, when the regressor
-    reads the aligned landmarks, e.g. `regression.multilevel.landmarks`)."""
-    folder = _features_dir(wildcards.ds, experiment_entry(wildcards)["input"])
+    """Every video's features store of the experiment's input (AST-Net: its attribute input), and static
+    store when the regressor reads the aligned landmarks, e.g. `regression.multilevel.landmarks`."""
+    folder = _features_dir(wildcards.ds, _regress_features_input(wildcards))
     files = [f"{folder}/{v}.h5" for v in video_ids(wildcards.ds)]
     if _regress_reads_landmarks(wildcards):
         files += [f"results/{wildcards.ds}/static/{v}.h5" for v in video_ids(wildcards.ds)]
@@ -484,7 +495,7 @@ def regress_args(wildcards):
     """`--input --regressor --experiment --features [--label] [--backbone]` of one experiment."""
     entry = experiment_entry(wildcards)
     args = ["--input", entry["input"], "--regressor", entry["regressor"], "--experiment", wildcards.experiment,
-            "--features", _features_dir(wildcards.ds, entry["input"])]
+            "--features", _features_dir(wildcards.ds, _regress_features_input(wildcards))]
     if entry["label"]:
         args += ["--label", entry["label"]]
     if entry["backbone"]:

@@ -26,7 +26,8 @@ torch.set_num_threads(1)
 TOL = dict(rtol=0, atol=1e-6)
 
 #: tiny AST-Net for the synthetic 200-frame videos: 12 positions every 3 frames (a 34-frame clip)
-SMALL = {"hidden_units": [16, 12], "clip_len": 12, "clip_step": 3, "clip_stride": 2, "intervals": 3}
+SMALL = {"hidden_units": [16, 12], "clip_len": 12, "clip_step": 3, "clip_stride": 2, "intervals": 3,
+         "label_warmup_epochs": 1}
 
 
 def _settings(**over):
@@ -100,6 +101,57 @@ def test_total_is_eq1_with_the_configured_weights():
 
     want = (0.5 * (p(y_a, g_a) + p(y_b, g_b)) + 1000 * A.siamese_loss(y_a, y_b, g_a, g_b, m, m, lengths)).mean()
     torch.testing.assert_close(out["total"], want, **TOL)
+
+
+# -- loss scales and signs (issue 15 §3): an independent hand computation on a ramp clip --------------
+#: a valence ramp -0.9, -0.7, ..., 0.9 over n = 10 positions (labels in [-1, 1]), arousal 0; the twin is
+#: one native frame later, Δt = 10 frames per position, so its labels are 1/10 of a step higher
+RAMP = np.stack([-0.9 + 0.2 * np.arange(10), np.zeros(10)], axis=1)
+PAPER = A.LossWeights(trend=10.0, local=10.0, global_=10.0, siamese=1000.0, intervals=5)
+
+
+def _ramp_terms(y_a, y_b):
+    g_a, g_b = _t(RAMP), _t(RAMP + [0.02, 0.0])
+    m = torch.ones(1, 10, 2, dtype=torch.float64)
+    return A.astnet_loss(_t(y_a), _t(y_b), g_a, g_b, m, m, torch.tensor([10]), PAPER)
+
+
+def test_term_scales_at_a_constant_prediction_by_hand():
+    # y = 0 on both branches. label (1/20) sum g^2 = (2 (0.81 + 0.49 + 0.25 + 0.09 + 0.01)) / 20 = 0.165 on
+    # branch A; branch B: (1/20) sum (g + 0.02)^2 = 0.165 + 10 x 0.0004 / 20 = 0.1652 (sum g = 0); mean 0.1651; trend: 9 steps of 0.2 -> 9 * 0.04 / 20 = 0.018;
+    # local: 5 intervals of 2 positions, range 0.2 -> 5 * 0.04 / 10 = 0.02; global: range 1.8 -> 3.24;
+    # Siamese: label change 0.02 at 10 positions -> 10 * 0.0004 / 20 = 0.0002
+    zero = np.zeros((10, 2))
+    t = _ramp_terms(zero, zero)
+    want = {"label": 0.1651, "trend": 0.018, "local": 0.02, "global": 3.24, "siamese": 0.0002}
+    for k, v in want.items():
+        assert abs(float(t[k]) - v) < 1e-9, (k, float(t[k]), v)
+    # with the paper's weights the global range term is ~200x the label term for labels in [-1, 1]
+    assert 150 < 10 * float(t["global"]) / float(t["label"]) < 250
+
+
+def test_range_terms_are_blind_to_the_sign_of_the_prediction():
+    # the mirrored prediction y = -g has the labels' ranges: local = global = 0; label and trend see the sign
+    t = _ramp_terms(-RAMP, -(RAMP + [0.02, 0.0]))
+    assert float(t["local"]) == 0.0 and float(t["global"]) == 0.0
+    # label: mean over branches of (1/20) sum (2g)^2 = 4 x the constant's; trend: (2 x 0.2)^2 x 9 / 20 = 0.072;
+    # Siamese: prediction change -0.02 vs label change 0.02 -> 10 x 0.04^2 / 20 = 0.0008
+    assert abs(float(t["label"]) - 4 * 0.1651) < 1e-9 and abs(float(t["trend"]) - 0.072) < 1e-12
+    assert abs(float(t["siamese"]) - 0.0008) < 1e-12
+    # ... so with the paper's weights the mirrored prediction costs ~20x less than a constant one: a model that
+    # starts anti-correlated is pushed further that way (the trap label_warmup_epochs avoids)
+    zero = np.zeros((10, 2))
+    assert 15 * float(t["total"]) < float(_ramp_terms(zero, zero)["total"])
+    assert float(t["total"]) > float(_ramp_terms(RAMP, RAMP + [0.02, 0.0])["total"]) == 0.0
+
+
+def test_label_only_weights_keep_only_the_label_term():
+    w = PAPER.label_only()
+    assert (w.trend, w.local, w.global_, w.siamese, w.intervals) == (0.0, 0.0, 0.0, 0.0, 5)
+    zero = np.zeros((10, 2))
+    m = torch.ones(1, 10, 2, dtype=torch.float64)
+    t = A.astnet_loss(_t(zero), _t(zero), _t(RAMP), _t(RAMP + [0.02, 0.0]), m, m, torch.tensor([10]), w)
+    torch.testing.assert_close(t["total"], t["label"], **TOL)
 
 
 def test_padding_does_not_change_a_clips_loss():
@@ -230,8 +282,44 @@ def test_learns_the_synthetic_sequence_better_than_a_constant(trained):
         assert mse < 0.6 * mse_const, (dim, mse, mse_const)
     h = summary["history"]
     assert {"train_label", "train_trend", "train_local", "train_global", "train_siamese"} <= set(h[0])
-    assert h[-1]["train_loss"] < h[0]["train_loss"]
+    full = [r for r in h if not r["label_warmup"]]  # the warm-up epochs train the label term only
+    assert len(full) == len(h) - 1 and full[-1]["train_loss"] < full[0]["train_loss"]
     assert pq.read_schema(out).metadata[b"regressor"] == b"astnet"
+
+
+@pytest.fixture(scope="module")
+def noisy(tmp_path_factory):
+    # a synthetic task (labels in [-1, 1], independent per-frame feature noise 0.2) on which the label loss
+    # alone learns
+    return make_dataset(tmp_path_factory.mktemp("noisy"), seed=3, noise=0.2)
+
+
+def _test_ccc(ds, settings, tmp_path, name):
+    out = tmp_path / name / "predictions.parquet"
+    summary = run_experiment(_exp(ds), settings, out=out, summary_out=out.with_name("training.json"))
+    df = pq.read_table(out).to_pandas()
+    d = df[(df.partition.isin(["devel", "test"])) & ~df.filled & df.valence_true.notna()]
+    return {dim: metrics.ccc(d[f"{dim}_pred"].to_numpy(), d[f"{dim}_true"].to_numpy()) for dim in ("valence", "arousal")}, summary
+
+
+def test_learns_where_the_label_loss_alone_learns(noisy, tmp_path):
+    off = {"w_trend": 0.0, "w_local": 0.0, "w_global": 0.0, "w_siamese": 0.0, "label_warmup_epochs": 0}
+    label_only, _ = _test_ccc(noisy, _settings(max_epochs=8, astnet=off), tmp_path, "label")
+    assert min(label_only.values()) > 0.5, label_only
+    full, summary = _test_ccc(noisy, _settings(max_epochs=8, astnet={"label_warmup_epochs": 2}), tmp_path, "full")
+    assert min(full.values()) > 0.4, (full, label_only)
+    h = summary["history"]
+    assert [r["label_warmup"] for r in h[:3]] == [1.0, 1.0, 0.0]
+    # warm-up epochs train the label loss alone, later epochs the whole Eq. 1; only the latter are selected
+    assert h[0]["train_loss"] == pytest.approx(h[0]["train_label"], rel=1e-9)
+    assert h[2]["train_loss"] > h[2]["train_label"] + 10 * h[2]["train_global"] - 1e-9
+    assert summary["selected_epoch"] > 2
+
+
+def test_warmup_must_leave_a_selectable_epoch(noisy, tmp_path):
+    with pytest.raises(Exception, match="label_warmup_epochs .3. must be below max_epochs .3."):
+        run_experiment(_exp(noisy), _settings(max_epochs=3, astnet={"label_warmup_epochs": 3}),
+                       out=tmp_path / "x" / "predictions.parquet")
 
 
 def test_interrupted_run_resumes_to_the_same_result(smooth, tmp_path):
@@ -258,6 +346,7 @@ def test_paper_defaults_and_registry():
     hp = s["astnet"]
     assert (hp["hidden_units"], hp["clip_len"], hp["clip_step"]) == ([50, 40], 50, 10)
     assert (hp["w_trend"], hp["w_local"], hp["w_global"], hp["w_siamese"]) == (10.0, 10.0, 10.0, 1000.0)
+    assert hp["label_warmup_epochs"] == 3 and hp["attribute_input"] is None  # ours, not the paper's
     spec = get_regressor("astnet")
     assert spec.fit is A.fit_astnet and spec.predict is A.predict_astnet
     m = spec.build(4096, s)

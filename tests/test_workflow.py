@@ -254,3 +254,21 @@ def test_affwild2_left_and_right_of_one_video_are_tracked_jointly(tmp_path):
     assert " --side left --paired " in commands["results/aw/faces/video10_1_left.parquet"]
     assert " --side right --paired " in commands["results/aw/faces/video10_1_right.parquet"]
     assert "--side" not in commands["results/aw/faces/1-30-640x360.parquet"]
+
+
+@pytest.mark.slow
+def test_astnet_attribute_input_is_the_features_store_regress_reads(tiny_run):
+    """regression.astnet.attribute_input names another CNN input: the regress rule depends on and reads
+    its features (docs/regression.md, AST-Net); by default the experiment's own input."""
+    work, args = tiny_run
+    base = [a for a in args if a not in TINY_TARGETS]
+    commands = {}
+    for name, astnet in (("attr_astnet", "{attribute_input: sfa}"), ("own_astnet", "{}")):
+        override = (f"datasets={{tiny: {{experiments: {{{name}: {{input: dfm, regressor: astnet, "
+                    f"regression: {{astnet: {astnet}}}}}}}}}}}")
+        res = _snakemake(*base, "-n", "-p", f"results/tiny/experiments/{name}/predictions.parquet",
+                         "--config", override, cwd=work)
+        assert res.returncode == 0, res.stderr[-3000:]
+        commands[name] = next(line for line in (res.stdout + res.stderr).splitlines() if "affpipe regress" in line)
+    assert "--input dfm" in commands["attr_astnet"] and "--features results/tiny/features/sfa " in commands["attr_astnet"]
+    assert "--features results/tiny/features/dfm " in commands["own_astnet"]

@@ -66,6 +66,16 @@ Prediction for every native frame (NOTES.md decisions)
     :func:`affpipe.regress.sequences.overlap_average`. Every native frame of the segment belongs to
     exactly one phase, so every valid row gets exactly one prediction.
 
+Label warm-up (not in the paper, ``label_warmup_epochs``)
+    The first epochs train the label term alone, then the full loss; only later epochs may be selected.
+    The local and global terms compare ranges, which are blind to the sign of the prediction, and with
+    the paper's weights they are tens of times the label term for labels in [-1, 1]: from a random start
+    they can lock a dimension into a mirrored (negatively correlated) prediction. See docs/regression.md.
+
+Attribute features
+    The paper's input is the fc6 of a CNN fine-tuned on discrete expressions; here it is the features
+    store the rule passes (``regression.astnet.attribute_input``, default the experiment's own input).
+
 Optimisation (not stated in the paper): the generic settings (``regression.optimizer``, ``lr``,
 ``lr_decay``, ``momentum``, ``weight_decay``, ``grad_clip_norm``, ``batch_size`` clips per step,
 ``max_epochs``, ``patience``), devel selection, resumable checkpoints and seeding as for every
@@ -274,6 +284,10 @@ class LossWeights:
     def from_settings(cls, hp: Mapping[str, Any]) -> "LossWeights":
         return cls(trend=float(hp["w_trend"]), local=float(hp["w_local"]), global_=float(hp["w_global"]),
                    siamese=float(hp["w_siamese"]), intervals=int(hp["intervals"]))
+
+    def label_only(self) -> "LossWeights":
+        """The same weights with the trend, local, global and Siamese terms switched off (the warm-up)."""
+        return LossWeights(trend=0.0, local=0.0, global_=0.0, siamese=0.0, intervals=self.intervals)
 
 
 def prediction_loss(y, g, mask, lengths, w: LossWeights) -> dict[str, torch.Tensor]:
@@ -515,6 +529,7 @@ def fit_astnet(
     seed = int(settings["seed"])
     hp = settings["astnet"]
     weights = LossWeights.from_settings(hp)
+    warmup = int(hp["label_warmup_epochs"])
     dt = int(hp["clip_step"])
     rtrain.set_determinism(device)
     fp = rtrain.fingerprint(settings, regressor=spec.name, dim=dim, files=fingerprint_files)
@@ -539,11 +554,18 @@ def fit_astnet(
     log.info("training %s: %d train videos, %d clips of <= %d positions every %d frames (+ twins), "
              "%d devel videos, input %d-D, %s, up to %d epochs", spec.name, len(train), clips.shape[0],
              int(hp["clip_len"]), dt, len(devel), dim, device, loop.max_epochs)
+    if warmup >= loop.max_epochs:
+        raise AffpipeError(
+            f"regression.astnet.label_warmup_epochs ({warmup}) must be below max_epochs ({loop.max_epochs}): "
+            "warm-up epochs train the label loss only and are never selected",
+            hint="lower regression.astnet.label_warmup_epochs or raise regression.max_epochs",
+        )
 
     def train_epoch(epoch: int) -> dict[str, float]:
         order = torch.randperm(clips.shape[0], generator=rtrain.epoch_generator(seed, epoch)).numpy()
         sums = dict.fromkeys(("total", *LOSS_TERMS), 0.0)
         batches = 0
+        w = weights.label_only() if epoch < warmup else weights
         for s in range(0, len(order), bs):
             batch = collate_clips(train, clips[order[s : s + bs]], scaler=loop.scaler, clip_step=dt)
             t = {k: v.to(device) for k, v in batch.items()}
@@ -553,7 +575,7 @@ def fit_astnet(
             with rtrain._autocast(device, use_amp):
                 y_a = model(t["x_a"], batch["lengths"]).float()
                 y_b = model(t["x_b"], batch["lengths"]).float()
-            terms = astnet_loss(y_a, y_b, t["g_a"], t["g_b"], t["mask_a"], t["mask_b"], t["lengths"], weights)
+            terms = astnet_loss(y_a, y_b, t["g_a"], t["g_b"], t["mask_a"], t["mask_b"], t["lengths"], w)
             rtrain.check_finite_loss(terms["total"], epoch=epoch, checkpoint=checkpoint)
             grad_scaler.scale(terms["total"]).backward()
             if clip:
@@ -567,10 +589,11 @@ def fit_astnet(
                 sums[key] += float(terms[key].item())
         rec = {f"train_{k}" if k != "total" else "train_loss": v / max(batches, 1) for k, v in sums.items()}
         rec["lr"] = rtrain._lr_at(loop.step, settings)
+        rec["label_warmup"] = float(epoch < warmup)
         return rec
 
     def predict(v: VideoData) -> np.ndarray:
         return predict_astnet(model, v, loop.scaler, settings, device=device)
 
     return loop.run(train_epoch, predict, devel, n_windows=clips.shape[0], loss_key="train_loss",
-                    on_epoch_end=on_epoch_end)
+                    on_epoch_end=on_epoch_end, first_selectable=warmup + 1)

@@ -497,6 +497,7 @@ class SelectionLoop:
         n_windows: int,
         loss_key: str = "train_mse",
         on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+        first_selectable: int = 1,
     ) -> FitResult:
         """Train until ``max_epochs`` or early stop; return the selected model.
 
@@ -511,6 +512,8 @@ class SelectionLoop:
         n_windows : training units per epoch (reported).
         loss_key : the record's training-loss entry (logged).
         on_epoch_end : called as ``on_epoch_end(epoch, record)`` after each epoch's checkpoint is saved.
+        first_selectable : the first epoch (1-based) that may be selected; earlier epochs (a warm-up
+            with another loss) are trained and scored but neither selected nor counted for patience.
         """
         from affpipe.progress import progress
 
@@ -537,7 +540,9 @@ class SelectionLoop:
                     score = record["devel_ccc_mean"] if metric == "ccc_mean" else -record["devel_mse"]
                 else:
                     score = float(self.epoch)
-                if score > self.best_score + (float(settings["min_delta"]) if selection == "devel" else 0.0):
+                if self.epoch < first_selectable:
+                    pass  # warm-up epoch: not a candidate, not counted for patience
+                elif score > self.best_score + (float(settings["min_delta"]) if selection == "devel" else 0.0):
                     self.best_score, self.best_epoch, self.since_best = float(score), self.epoch, 0
                     self.best_state = _clone_state(self.model)
                 else:
