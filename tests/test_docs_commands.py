@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from docs_commands import ROOT, doc_commands
+from support.docs_commands import ROOT, doc_commands
 
 VENV_BIN = ROOT / ".venv" / "bin"
 LINKED = ("Snakefile", "config", "rules", "profiles", "workflow_config.yaml", "affpipe", ".venv", "Makefile",
@@ -96,6 +96,7 @@ NOT_RUN: dict[str, str] = {
         "the whole test suite, which contains this test",
     "make test": "the whole test suite, which contains this test",
     "make test-fast": "the fast test suite, which contains this test",
+    ".venv/bin/pytest -m unit": "the unit tier of the test suite, which contains this test",
     "make setup": "builds the .venv these tests run in (pip install, minutes)",
     "make slurm-deps": "installs Debian packages with apt-get as root",
     "make browser-deps": "installs Debian's chromium with apt-get as root",
@@ -106,9 +107,9 @@ NOT_RUN: dict[str, str] = {
     "make bench": "benchmarks taking minutes; figures, never asserts",
     "python3 -m venv": "part of a sentence on what `make setup` does",
     "pip install -e .": "part of a sentence on what `make setup` does (installs into the .venv these tests run in)",
-    "python tests/slurm_cluster.py start DIR": "starts a SLURM cluster: needs slurm-wlm, munge and root; tests/test_slurm.py runs it",
-    "python tests/slurm_cluster.py start /tmp/slurm": "starts a SLURM cluster: needs slurm-wlm, munge and root; tests/test_slurm.py runs it",
-    "python tests/slurm_cluster.py stop /tmp/slurm": "stops the cluster the command above starts",
+    "python tests/support/slurm_cluster.py start DIR": "starts a SLURM cluster: needs slurm-wlm, munge and root; tests/test_slurm.py runs it",
+    "python tests/support/slurm_cluster.py start /tmp/slurm": "starts a SLURM cluster: needs slurm-wlm, munge and root; tests/test_slurm.py runs it",
+    "python tests/support/slurm_cluster.py stop /tmp/slurm": "stops the cluster the command above starts",
     ".venv/bin/snakemake --cores 2 results/<ds>/ccc.json --configfile config/cpu.yaml ci.yaml --config 'datasets={<ds>: {root: <tree>}}'":
         "what tests/test_real_layouts.py (slow) runs on its SEMAINE, RECOLA and Aff-Wild2 trees, with its own ci.yaml",
     "snakemake -n results/big/ccc.json":

@@ -1,6 +1,6 @@
 """The user's commands on tiny real-layout copies of SEMAINE, RECOLA and Aff-Wild2 with the CPU preset.
 
-Each tree (tests/real_layouts.py) holds real face video in the distribution's file names, containers,
+Each tree (tests/support/real_layouts.py) holds real face video in the distribution's file names, containers,
 frame rates and label formats. The test runs exactly what README.md tells a researcher to run,
 
     .venv/bin/snakemake --cores 2 results/<ds>/ccc.json --configfile config/cpu.yaml \
@@ -25,7 +25,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from real_layouts import AFFWILD2_TEST_LIST, BUILDERS, FRAMES
+from support.real_layouts import AFFWILD2_TEST_LIST, BUILDERS, FRAMES
+
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESET = ROOT / "config" / "cpu.yaml"

@@ -1,5 +1,5 @@
 """The workflow on a real SLURM cluster: the tiny demo through `--workflow-profile profiles/slurm`
-on a single-node cluster started on this machine (tests/slurm_cluster.py), checked job by job
+on a single-node cluster started on this machine (tests/support/slurm_cluster.py), checked job by job
 against SLURM's own records and file by file against a local run of the same config.
 
 Skips, naming the reason, where a cluster cannot be started here (not root, `slurm-wlm`/`munge`
@@ -20,8 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-import run_outputs
-import slurm_cluster
+from support import run_outputs, slurm_cluster
 from test_workflow import ROOT, SNAKEMAKE, TINY_CONFIG, TINY_TARGETS
 
 PROFILE = ROOT / "profiles" / "slurm"

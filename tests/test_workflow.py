@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
-NETGUARD = Path(__file__).resolve().parent / "netguard"  # sitecustomize.py refusing internet sockets
+NETGUARD = Path(__file__).resolve().parent / "support" / "netguard"  # sitecustomize.py refusing internet sockets
 
 
 def _snakemake(*args: str, cwd: Path = ROOT, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -25,7 +25,7 @@ def _snakemake(*args: str, cwd: Path = ROOT, timeout: float = 120, env: dict | N
 
 
 def guarded_env(log: Path) -> dict:
-    """The environment with the network guard on (tests/netguard): attempts are logged to `log`."""
+    """The environment with the network guard on (tests/support/netguard): attempts are logged to `log`."""
     path = os.pathsep.join(p for p in (str(NETGUARD), os.environ.get("PYTHONPATH", "")) if p)
     return dict(os.environ, PYTHONPATH=path, AFFPIPE_NETGUARD_LOG=str(log))
 
