@@ -46,8 +46,8 @@ CI_EXPERIMENTS = {
 CI_OVERRIDES = {
     "dr": {"epochs": 1, "windows_per_epoch": 64, "val_windows": 32, "rank_windows_per_video": 10,
            "theta_calibration_windows": 32},
-    "cnn": {"epochs": 2, "loader_workers": 0},
-    "regression": {"seq_len": 40, "train_hop": 20, "batch_size": 4, "max_epochs": 3, "bgru": {"hidden_units": 16}},
+    "cnn": {"epochs": 1, "loader_workers": 0},
+    "regression": {"seq_len": 40, "train_hop": 20, "batch_size": 4, "max_epochs": 2, "bgru": {"hidden_units": 16}},
 }
 #: scored partitions and videos per partition (Aff-Wild2's test labels are not distributed)
 EXPECTED = {
