@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 import sys
 from collections import Counter
 from dataclasses import dataclass
@@ -43,9 +44,15 @@ class SlurmStart:
     run: object | None = None  # support.background.BackgroundRun
 
     def stop(self) -> None:
+        interrupted = self.run is not None and self.run.proc.poll() is None
         if self.run is not None:
             self.run.stop()
         if self.cluster is not None:
+            if interrupted:  # the session ended first: the jobs Snakemake submitted run under slurmd
+                try:
+                    self.cluster.run("scancel", "--partition", slurm_cluster.PARTITION, check=False)
+                except (OSError, subprocess.SubprocessError):
+                    pass
             self.cluster.stop()
 
 

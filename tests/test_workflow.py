@@ -135,7 +135,7 @@ def start_tiny(tmp_path_factory):
     ]
     # with the network guard: the whole run must never open an internet socket
     run = BackgroundRun([*SNAKEMAKE, *args], cwd=work, env=guarded_env(work / "network.log"),
-                        log_dir=tmp_path_factory.mktemp("workflow-output"), timeout=1200)
+                        log_dir=tmp_path_factory.mktemp("workflow-output"), timeout=1800)
     return work, args, run
 
 
