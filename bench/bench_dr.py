@@ -69,7 +69,7 @@ def speed(threads: int) -> None:
 
 def _static_store(video: Path, work: Path, size: int) -> Path:
     import pyarrow.parquet as pq
-    from test_static_support import faces_table
+    from support.static_support import faces_table
 
     out = work / "static" / f"{video.stem}.h5"
     if out.is_file():

@@ -20,7 +20,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from test_static_support import faces_table, write_clip  # noqa: E402
+from support.static_support import faces_table, write_clip  # noqa: E402
 
 from affpipe.cli import main as affpipe_main  # noqa: E402
 from affpipe.io.h5store import StoreReader, StoreWriter, static_specs  # noqa: E402

@@ -1,17 +1,84 @@
-"""Fixtures shared by several test modules."""
+"""Fixtures shared by several test modules, and the test tiers.
+
+Tiers (markers registered in pyproject.toml): every test is exactly one of ``unit``, ``train`` or
+``slow``. A module of one tier sets it with ``pytestmark = pytest.mark.train`` (or ``slow``); in a
+module without one, tests are marked one by one; a test with no tier is ``unit``. ``gpu`` tests are
+skipped, naming the reason, where torch sees no CUDA device.
+"""
 
 from __future__ import annotations
 
 import pytest
 
+TIERS = ("unit", "train", "slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    gpu_reason = None
+    for item in items:
+        tiers = {m.name for m in item.iter_markers() if m.name in TIERS}
+        if len(tiers) > 1:
+            raise pytest.UsageError(f"{item.nodeid} has more than one test tier {sorted(tiers)}: "
+                                    f"mark it (or its module) with one of {', '.join(TIERS)}")
+        if not tiers:
+            item.add_marker(pytest.mark.unit)
+        if item.get_closest_marker("gpu") is not None:
+            if gpu_reason is None:
+                gpu_reason = _why_no_gpu()
+            if gpu_reason:
+                item.add_marker(pytest.mark.skip(reason=gpu_reason))
+
+
+def _why_no_gpu() -> str:
+    """'' where torch sees a CUDA device, otherwise the reason gpu tests skip."""
+    import torch
+
+    if torch.version.cuda is None:
+        return f"needs a CUDA device: torch {torch.__version__} is a CPU-only build"
+    if not torch.cuda.is_available():
+        return "needs a CUDA device: torch.cuda.is_available() is False"
+    return ""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _tiny_run_started(request, tmp_path_factory):
+    """Starts the tiny demo run (fixture `tiny_run`) with the session, in the background, when a
+    selected test needs it: most tests are single-threaded, so on 2 cores the run takes the other
+    core instead of minutes of the session's time. Stopped if the session ends before it does.
+    (The SLURM run, below, compares with it only at the end, so they may run at the same time.)"""
+    if not any("tiny_run" in item.fixturenames for item in request.session.items):
+        yield None
+        return
+    from test_workflow import start_tiny
+
+    work, args, run = start_tiny(tmp_path_factory)
+    yield work, args, run
+    run.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _slurm_run_started(request, tmp_path_factory):
+    """Likewise the SLURM run of tests/test_slurm.py (fixture `slurm_run`) and the local cluster it
+    needs: started with the session when a selected test needs it, stopped at its end."""
+    if not any("slurm_run" in item.fixturenames for item in request.session.items):
+        yield None
+        return
+    from test_slurm import start_slurm_run
+
+    started = start_slurm_run(tmp_path_factory)
+    yield started
+    started.stop()
+
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory):
+def tiny_run(_tiny_run_started):
     """The tiny demo run once locally per test session: ``(work dir, snakemake args)``.
 
-    Used by tests/test_workflow.py (end to end, no-op rerun) and tests/test_slurm.py (a SLURM run
-    must give the same outputs), so the ~2-minute local run happens once.
+    Used by tests/test_workflow.py (end to end, no-op rerun), tests/test_slurm.py (a SLURM run must
+    give the same outputs), tests/test_resume.py (so must a killed and resumed one), the report
+    browser test and the docs commands test, so the ~2-minute local run happens once.
     """
-    from test_workflow import run_tiny
-
-    return run_tiny(tmp_path_factory)
+    work, args, run = _tiny_run_started
+    res = run.wait()
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
+    return work, args

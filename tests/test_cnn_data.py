@@ -12,7 +12,7 @@ from affpipe.cnn.inputs import parse_input, to_unit
 from affpipe.errors import AffpipeError
 from affpipe.io.h5store import StoreReader
 
-import cnn_synth
+from support import cnn_synth
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,9 @@ from affpipe.config import section_settings
 from affpipe.errors import AffpipeError
 from affpipe.io.h5store import StoreReader
 
-import cnn_synth
+from support import cnn_synth
+
+pytestmark = pytest.mark.train
 
 torch.set_num_threads(1)
 
@@ -102,6 +104,25 @@ def test_loader_workers_and_streaming_do_not_change_the_model(root, tmp_path, ca
     for name, (state, hist) in runs.items():
         assert state.keys() == ref_state.keys() and all(torch.equal(state[k], ref_state[k]) for k in state), name
         assert hist == ref_hist, name
+
+
+@pytest.mark.gpu
+def test_training_on_cuda_with_amp_learns_and_loads_on_cpu(root, tmp_path):
+    """The CUDA path (float16 autocast, gradient scaling, pinned loaders) learns like the CPU one,
+    and its model.pt loads into a CPU model giving the same outputs."""
+    settings = section_settings("cnn", {**FAST, "device": "cuda", "amp": True})
+    spec, data = data_for(root, "dfm", settings)
+    meta = train_model(spec, data, settings, out=tmp_path / "model.pt")
+    assert meta["device"].startswith("cuda") and meta["amp"] is True
+    assert meta["epochs_run"] == 4 and meta["devel_score"]["ccc_mean"] > 0.5
+    net, loaded = load_model(tmp_path / "model.pt")
+    assert next(net.parameters()).device.type == "cpu" and loaded["device"] == meta["device"]
+    x = [torch.zeros(2, 3, 32, 32)]
+    with torch.no_grad():
+        on_cpu = net.forward_head(net.forward_features(x))
+        gpu_net = net.to("cuda")
+        on_gpu = gpu_net.forward_head(gpu_net.forward_features([t.to("cuda") for t in x])).cpu()
+    assert torch.allclose(on_cpu, on_gpu, atol=1e-4)
 
 
 def test_no_train_frames_is_an_error(root, tmp_path):

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from docs_commands import ROOT, doc_commands
+from support.docs_commands import ROOT, doc_commands
 
 VENV_BIN = ROOT / ".venv" / "bin"
 LINKED = ("Snakefile", "config", "rules", "profiles", "workflow_config.yaml", "affpipe", ".venv", "Makefile",
@@ -96,6 +96,7 @@ NOT_RUN: dict[str, str] = {
         "the whole test suite, which contains this test",
     "make test": "the whole test suite, which contains this test",
     "make test-fast": "the fast test suite, which contains this test",
+    ".venv/bin/pytest -m unit": "the unit tier of the test suite, which contains this test",
     "make setup": "builds the .venv these tests run in (pip install, minutes)",
     "make slurm-deps": "installs Debian packages with apt-get as root",
     "make browser-deps": "installs Debian's chromium with apt-get as root",
@@ -106,9 +107,9 @@ NOT_RUN: dict[str, str] = {
     "make bench": "benchmarks taking minutes; figures, never asserts",
     "python3 -m venv": "part of a sentence on what `make setup` does",
     "pip install -e .": "part of a sentence on what `make setup` does (installs into the .venv these tests run in)",
-    "python tests/slurm_cluster.py start DIR": "starts a SLURM cluster: needs slurm-wlm, munge and root; tests/test_slurm.py runs it",
-    "python tests/slurm_cluster.py start /tmp/slurm": "starts a SLURM cluster: needs slurm-wlm, munge and root; tests/test_slurm.py runs it",
-    "python tests/slurm_cluster.py stop /tmp/slurm": "stops the cluster the command above starts",
+    "python tests/support/slurm_cluster.py start DIR": "starts a SLURM cluster: needs slurm-wlm, munge and root; tests/test_slurm.py runs it",
+    "python tests/support/slurm_cluster.py start /tmp/slurm": "starts a SLURM cluster: needs slurm-wlm, munge and root; tests/test_slurm.py runs it",
+    "python tests/support/slurm_cluster.py stop /tmp/slurm": "stops the cluster the command above starts",
     ".venv/bin/snakemake --cores 2 results/<ds>/ccc.json --configfile config/cpu.yaml ci.yaml --config 'datasets={<ds>: {root: <tree>}}'":
         "what tests/test_real_layouts.py (slow) runs on its SEMAINE, RECOLA and Aff-Wild2 trees, with its own ci.yaml",
     "snakemake -n results/big/ccc.json":
@@ -191,13 +192,6 @@ def _without_comment(command: str) -> str:
     return re.sub(r"\s+#\s.*$", "", command)
 
 
-@pytest.mark.parametrize("command", _unique(DRY))
-def test_documented_long_command_builds_its_dag(command, scratch):
-    res = _shell(f"{_without_comment(command)} -n", scratch)
-    assert res.returncode == 0, f"`{command} -n` failed:\n{res.out[-3000:]}"
-    assert COMMANDS[command][1] in res.out, res.out[-3000:]
-
-
 @pytest.fixture(scope="module")
 def dataset_trees(tmp_path_factory) -> dict[str, Path]:
     """Small trees in each real dataset's layout (a dry run only looks at the root)."""
@@ -210,32 +204,64 @@ def dataset_trees(tmp_path_factory) -> dict[str, Path]:
 _ROOT_IN_CONFIG = re.compile(r"(\{root: )([^}]+)(\})")
 
 
-@pytest.mark.parametrize("command", _unique(REAL_DATASET))
-def test_documented_real_dataset_command_builds_its_dag(command, scratch, dataset_trees):
-    ds = COMMANDS[command][1]
-    command = _without_comment(command).replace("<dataset>", ds)
-    # as written: config parsed and valid, the DAG build stops only at the dataset's missing root
-    res = _shell(f"{command} -n", scratch)
-    assert res.returncode != 0
-    assert re.search(rf"config key `datasets\.{ds}\.root` is not set|dataset root folder does not exist \(config key `datasets\.{ds}\.root`\)", res.out), res.out[-3000:]
-    assert "invalid configuration" not in res.out, res.out[-3000:]
-    # the same command with the root set to a tree in the dataset's layout: the DAG builds
-    tree = str(dataset_trees[ds])
+def _dry_runs(command: str, trees: dict[str, Path]) -> tuple[str, ...]:
+    """The dry runs that check a DRY or REAL_DATASET command: (as written,) or (as written, root pointed at a tree)."""
+    kind, ds = COMMANDS[command]
+    command = _without_comment(command)
+    if kind == DRY:
+        return (f"{command} -n",)
+    command = command.replace("<dataset>", ds)
+    tree = str(trees[ds])
     if _ROOT_IN_CONFIG.search(command):
         pointed = _ROOT_IN_CONFIG.sub(lambda m: m.group(1) + tree + m.group(3), command)
     else:
         pointed = f"{command} --config {shlex.quote(f'datasets={{{ds}: {{root: {tree}}}}}')}"
-    res = _shell(f"{pointed} -n", scratch)
-    assert res.returncode == 0, f"`{pointed} -n` failed:\n{res.out[-3000:]}"
+    return f"{command} -n", f"{pointed} -n"
+
+
+@pytest.fixture(scope="module")
+def dry_run(scratch, dataset_trees) -> dict[str, subprocess.CompletedProcess]:
+    """Every dry run of the two tests below, run up front a few at a time (each is one
+    single-threaded Snakemake DAG build; dry runs take no lock and write no output): shell command -> result."""
+    runs = [run for c in (*_unique(DRY), *_unique(REAL_DATASET)) for run in _dry_runs(c, dataset_trees)]
+    return _concurrently(runs, lambda run: _shell(run, scratch))
+
+
+def _concurrently(keys: list[str], fn) -> dict:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=max(2, min(4, os.cpu_count() or 1))) as pool:
+        return dict(zip(keys, pool.map(fn, keys)))
+
+
+@pytest.mark.parametrize("command", _unique(DRY))
+def test_documented_long_command_builds_its_dag(command, dry_run, dataset_trees):
+    (run,) = _dry_runs(command, dataset_trees)
+    res = dry_run[run]
+    assert res.returncode == 0, f"`{run}` failed:\n{res.out[-3000:]}"
+    assert COMMANDS[command][1] in res.out, res.out[-3000:]
+
+
+@pytest.mark.parametrize("command", _unique(REAL_DATASET))
+def test_documented_real_dataset_command_builds_its_dag(command, dry_run, dataset_trees):
+    ds = COMMANDS[command][1]
+    as_written, pointed = _dry_runs(command, dataset_trees)
+    # as written: config parsed and valid, the DAG build stops only at the dataset's missing root
+    res = dry_run[as_written]
+    assert res.returncode != 0
+    assert re.search(rf"config key `datasets\.{ds}\.root` is not set|dataset root folder does not exist \(config key `datasets\.{ds}\.root`\)", res.out), res.out[-3000:]
+    assert "invalid configuration" not in res.out, res.out[-3000:]
+    # the same command with the root set to a tree in the dataset's layout: the DAG builds
+    res = dry_run[pointed]
+    assert res.returncode == 0, f"`{pointed}` failed:\n{res.out[-3000:]}"
     assert re.search(r"^manifest\s+1$", res.out, re.M), res.out[-3000:]
 
 
 _FLAG = re.compile(r"(?<![\w-])(--?[A-Za-z][\w-]*)")
 
 
-@pytest.mark.parametrize("command", _unique(SYNOPSIS))
-def test_documented_synopsis_matches_the_cli(command):
-    """A usage line with placeholders cannot run, but its subcommand and every flag it shows must exist."""
+def _synopsis(command: str) -> tuple[list[str], list[str]]:
+    """(the program as words after `python`, the words after it) of a usage line."""
     words = _without_comment(command).split()
     if words[0] == ".venv/bin/python":  # the venv's interpreter, as README shows it
         words[0] = "python"
@@ -246,11 +272,27 @@ def test_documented_synopsis_matches_the_cli(command):
         program = words[1:3]
     else:  # python script.py ...
         program = words[1:2]
-    res = subprocess.run([str(VENV_BIN / "python"), *program, "--help"], capture_output=True, text=True,
-                         timeout=TIMEOUT_S, env=_env(), cwd=ROOT)
+    return program, words[1 + len(program):]
+
+
+@pytest.fixture(scope="module")
+def program_help() -> dict[str, subprocess.CompletedProcess]:
+    """`python PROGRAM --help` of every program a synopsis shows, run up front a few at a time."""
+    programs = sorted({" ".join(_synopsis(c)[0]) for c in _unique(SYNOPSIS) if _without_comment(c).split()[0]
+                       in ("python", ".venv/bin/python")})  # (any other fails its test, in _synopsis)
+    return _concurrently(programs, lambda program: subprocess.run(
+        [str(VENV_BIN / "python"), *program.split(), "--help"], capture_output=True, text=True,
+        timeout=TIMEOUT_S, env=_env(), cwd=ROOT))
+
+
+@pytest.mark.parametrize("command", _unique(SYNOPSIS))
+def test_documented_synopsis_matches_the_cli(command, program_help):
+    """A usage line with placeholders cannot run, but its subcommand and every flag it shows must exist."""
+    program, rest = _synopsis(command)
+    res = program_help[" ".join(program)]
     assert res.returncode == 0, res.stdout + res.stderr
     usage = res.stdout
-    flags = set(_FLAG.findall(" ".join(words[1 + len(program):])))
+    flags = set(_FLAG.findall(" ".join(rest)))
     missing = sorted(f for f in flags if not re.search(rf"(?<![\w-]){re.escape(f)}(?![\w-])", usage))
     assert not missing, f"`{command}` shows {missing}, which `python {' '.join(program)} --help` does not have"
 

@@ -11,7 +11,9 @@ import torch
 from affpipe.cli import main
 from affpipe.dr import infer, runtime
 from affpipe.io.h5store import open_static
-from dr_support import moving_blob_frames, tiny_settings, write_dataset, write_static
+from support.dr_support import moving_blob_frames, tiny_settings, write_dataset, write_static
+
+pytestmark = pytest.mark.train
 
 torch.set_num_threads(1)
 N = 40

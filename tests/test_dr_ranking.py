@@ -10,7 +10,7 @@ from sklearn.svm import LinearSVC
 
 from affpipe.dr import ranking
 from affpipe.dr import windows as win
-from dr_support import moving_blob_frames
+from support.dr_support import moving_blob_frames
 
 
 def _linear_svc(frames: np.ndarray, T: int, lam: float) -> np.ndarray:

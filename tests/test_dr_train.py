@@ -11,7 +11,9 @@ from affpipe.dr import ranking, runtime
 from affpipe.dr.data import FrameStore, build_windows, read_video_info
 from affpipe.dr.train import checkpoint_path, prepare_data, train_dr
 from affpipe.errors import AffpipeError
-from dr_support import moving_blob_frames, tiny_settings, write_static
+from support.dr_support import moving_blob_frames, tiny_settings, write_static
+
+pytestmark = pytest.mark.train
 
 torch.set_num_threads(1)
 N_FRAMES = 90

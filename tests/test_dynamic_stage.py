@@ -15,7 +15,7 @@ from affpipe.commands.dynamic import quantize_exact_zero
 from affpipe.config import section_settings
 from affpipe.io.h5store import StoreReader, static_specs
 from affpipe.windows import WindowSpec
-from test_static_support import clip_and_faces
+from support.static_support import clip_and_faces
 
 SIZE = 32
 LOST_ROWS = (2, 7)

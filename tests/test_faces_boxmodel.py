@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from faces_support import DlibDirect, frames_rgb, media
+from support.faces_support import DlibDirect, frames_rgb, media
 from affpipe.faces.boxmodel import box_from_landmarks, box_iou, to_hog_box
 from affpipe.faces.detectors import detect_faces, group_windows, make_detector
 from affpipe.faces.landmarks import inter_ocular_distance, mean_point_error

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from faces_support import media
+from support.faces_support import media
 from affpipe.config import section_settings
 from affpipe.errors import DatasetError, VideoError
 from affpipe.faces import landmarks_66, read_faces, read_metadata, write_faces

@@ -1,4 +1,4 @@
-"""HD video with small faces (real media composed into 1920x1080, see tests/hd_clip.py).
+"""HD video with small faces (real media composed into 1920x1080, see tests/support/hd_clip.py).
 
 Downscaled to ``detect_max_width`` (640 px), every face of the clip falls below the HOG detector's
 80-px window, so the downscaled pass finds nothing; dlib at full resolution finds every face. The
@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from faces_support import DlibDirect
-from hd_clip import HD_SIZE, N_FRAMES, compose_hd_clip
+from support.faces_support import DlibDirect
+from support.hd_clip import HD_SIZE, N_FRAMES, compose_hd_clip
 from affpipe.config import section_settings
 from affpipe.faces.advice import GENERIC_HINT, faces_table_hint, no_face_hint, smallest_findable_face
 from affpipe.faces.landmarks import inter_ocular_distance, mean_point_error

@@ -1,6 +1,6 @@
 """Aff-Wild2 `_left` / `_right` tracks and face counting on a real three-person clip.
 
-The clip (tests/multiperson_clip.py) has a left, a larger centre and a right person, occlusions of
+The clip (tests/support/multiperson_clip.py) has a left, a larger centre and a right person, occlusions of
 the left and of the right person, a bar crossing the picture and a cut to a new layout. Goals (issue
 12): the two tracks are on different people in >= 99 % of the frames where both have a face, each on
 its own side's person in >= 98 % of its frames; summary.json's multi_face_frames within 20 % of dlib
@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 import pytest
 
-from faces_support import DlibDirect
-from multiperson_clip import CUT, OCCLUDE_LEFT, compose_multiperson_clip
+from support.faces_support import DlibDirect
+from support.multiperson_clip import CUT, OCCLUDE_LEFT, compose_multiperson_clip
 from affpipe.commands.summary import _faces, held_face_counts
 from affpipe.config import section_settings
 from affpipe.faces.run import track_video

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from faces_support import DlibDirect, frames_rgb, media, write_video
+from support.faces_support import DlibDirect, frames_rgb, media, write_video
 from affpipe.config import section_settings
 from affpipe.faces.appearance import face_patch, patch_similarity
 from affpipe.faces.detectors import make_detector

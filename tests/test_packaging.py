@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import tomllib
 from pathlib import Path
 
@@ -26,7 +27,24 @@ def _pyproject_pins() -> dict[str, str]:
 
 
 def test_torch_pinned_to_cpu_build_on_disk():
+    """pyproject pins torch 2.13.0, and the torch installed is that version's CPU build: no CUDA
+    runtime compiled in, no CUDA libraries in the wheel or beside it (nvidia-* packages)."""
+    import importlib.metadata as md
+
+    import torch
+
     assert _pyproject_pins()["torch"] == "2.13.0"
+    installed = md.version("torch")
+    assert installed.split("+")[0] == "2.13.0", f"torch {installed} is installed, pyproject pins 2.13.0"
+    assert torch.version.cuda is None and not torch.backends.cuda.is_built(), (
+        f"torch {installed} is a CUDA build (CUDA {torch.version.cuda}), not the CPU build")
+    assert getattr(torch.version, "hip", None) is None, f"torch {installed} is a ROCm build"
+    cuda_libs = sorted(p.name for p in (Path(torch.__file__).parent / "lib").iterdir()
+                       if re.match(r"lib(cudart|cublas|cudnn|nccl|c10_cuda|torch_cuda)", p.name))
+    assert not cuda_libs, f"CUDA libraries in torch/lib: {cuda_libs}"
+    nvidia = sorted(d.metadata["Name"] for d in md.distributions()
+                    if (d.metadata["Name"] or "").lower().startswith(("nvidia-", "triton")))
+    assert not nvidia, f"CUDA packages installed beside torch: {nvidia}"
 
 
 @pytest.mark.parametrize("env_file", sorted((ROOT / "envs").glob("*.yaml")), ids=lambda p: p.name)
@@ -47,11 +65,44 @@ def test_conda_env_parses_and_pins_agree_with_pyproject(env_file):
     assert env_pins == _pyproject_pins()
 
 
-def test_every_rule_uses_an_existing_conda_env():
-    for smk in (ROOT / "rules").glob("*.smk"):
-        text = smk.read_text()
-        for rel in re.findall(r'ENV = "([^"]+)"', text):
-            assert (smk.parent / rel).resolve().is_file()
+# Loads the workflow with Snakemake's API (no DAG, no jobs) and prints, per rule, whether it runs
+# anything and the conda env file its `conda:` directive names, resolved like --sdm conda does.
+_RULE_ENVS = """
+import json, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import OutputSettings, ResourceSettings
+with SnakemakeApi(OutputSettings(quiet=True)) as api:
+    wf = api.workflow(resource_settings=ResourceSettings(), snakefile=Path(sys.argv[1]), workdir=Path(sys.argv[2]))
+    out = {}
+    for rule in wf._workflow.rules:
+        env = rule.conda_env
+        if env is not None:
+            env = str(env)
+            env = str((Path(rule.snakefile).parent / env).resolve()) if not Path(env).is_absolute() else env
+        out[rule.name] = {"runs": not rule.norun, "conda": env}
+print(json.dumps(out))
+"""
+
+
+def test_every_rule_uses_the_conda_env(tmp_path):
+    """Every rule that runs a command names envs/affpipe.yaml in its `conda:` directive (what
+    `--sdm conda` builds), read from the workflow as Snakemake loads it."""
+    import json
+    import subprocess
+    import sys
+
+    shutil.copy(ROOT / "workflow_config.yaml", tmp_path / "workflow_config.yaml")
+    res = subprocess.run([sys.executable, "-c", _RULE_ENVS, str(ROOT / "Snakefile"), str(tmp_path)],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    rules = json.loads(res.stdout.strip().splitlines()[-1])
+    running = {name: r for name, r in rules.items() if r["runs"]}
+    assert len(running) >= 20, f"the workflow loaded with only {sorted(running)}"
+    env = str((ROOT / "envs" / "affpipe.yaml").resolve())
+    assert Path(env).is_file()
+    wrong = {name: r["conda"] for name, r in running.items() if r["conda"] != env}
+    assert not wrong, f"rules without `conda: ENV` ({env}): {wrong}"
 
 
 def _walk_properties(schema: dict, where: str):

@@ -1,6 +1,6 @@
 """The user's commands on tiny real-layout copies of SEMAINE, RECOLA and Aff-Wild2 with the CPU preset.
 
-Each tree (tests/real_layouts.py) holds real face video in the distribution's file names, containers,
+Each tree (tests/support/real_layouts.py) holds real face video in the distribution's file names, containers,
 frame rates and label formats. The test runs exactly what README.md tells a researcher to run,
 
     .venv/bin/snakemake --cores 2 results/<ds>/ccc.json --configfile config/cpu.yaml \
@@ -25,7 +25,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from real_layouts import AFFWILD2_TEST_LIST, BUILDERS, FRAMES
+from support.real_layouts import AFFWILD2_TEST_LIST, BUILDERS, FRAMES
+
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 PRESET = ROOT / "config" / "cpu.yaml"
@@ -44,8 +46,8 @@ CI_EXPERIMENTS = {
 CI_OVERRIDES = {
     "dr": {"epochs": 1, "windows_per_epoch": 64, "val_windows": 32, "rank_windows_per_video": 10,
            "theta_calibration_windows": 32},
-    "cnn": {"epochs": 2, "loader_workers": 0},
-    "regression": {"seq_len": 40, "train_hop": 20, "batch_size": 4, "max_epochs": 3, "bgru": {"hidden_units": 16}},
+    "cnn": {"epochs": 1, "loader_workers": 0},
+    "regression": {"seq_len": 40, "train_hop": 20, "batch_size": 4, "max_epochs": 2, "bgru": {"hidden_units": 16}},
 }
 #: scored partitions and videos per partition (Aff-Wild2's test labels are not distributed)
 EXPECTED = {

@@ -19,7 +19,9 @@ from affpipe.regress import train as rtrain
 from affpipe.regress.experiment import Experiment, run_experiment
 from affpipe.regress.bgru import BGRU
 from affpipe.regress.registry import REGRESSORS, get_regressor
-from test_regress_support import FAST_SETTINGS, make_dataset, write_features
+from support.regress_support import FAST_SETTINGS, make_dataset, write_features
+
+pytestmark = pytest.mark.train
 
 torch.set_num_threads(1)
 

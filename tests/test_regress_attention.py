@@ -17,7 +17,9 @@ from affpipe.errors import ConfigError
 from affpipe.regress.attention import SelfAttentionRegressor, sinusoidal_encoding
 from affpipe.regress.experiment import Experiment, run_experiment
 from affpipe.regress.registry import get_regressor
-from test_regress_support import FAST_SETTINGS, make_dataset
+from support.regress_support import FAST_SETTINGS, make_dataset
+
+pytestmark = pytest.mark.train
 
 torch.set_num_threads(1)
 SMALL = {"d_model": 16, "heads": 2, "feedforward": 32}

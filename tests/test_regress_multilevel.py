@@ -22,7 +22,9 @@ from affpipe.regress.experiment import Experiment, run_experiment
 from affpipe.regress.losses import masked_ccc_loss, masked_mse
 from affpipe.regress.registry import get_regressor
 from affpipe.regress.postprocess import median_filter, median_filter_predictions
-from test_regress_support import FPS, make_dataset
+from support.regress_support import FPS, make_dataset
+
+pytestmark = pytest.mark.train
 
 torch.set_num_threads(1)
 

@@ -24,8 +24,10 @@ from pathlib import Path
 
 import pytest
 
-import run_outputs
+from support import run_outputs
 from test_workflow import ROOT, SNAKEMAKE, TINY_CONFIG, TINY_TARGETS
+
+pytestmark = pytest.mark.slow
 
 #: (stage, log files whose appearance means a job of the stage is running, seconds to wait after)
 KILL_POINTS = (

@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 
 from affpipe import align, sfs
-from test_static_support import real_aligned_landmarks
+from support.static_support import real_aligned_landmarks
 
 SIZE = 224
 BROW = 0.2

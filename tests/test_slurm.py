@@ -1,5 +1,5 @@
 """The workflow on a real SLURM cluster: the tiny demo through `--workflow-profile profiles/slurm`
-on a single-node cluster started on this machine (tests/slurm_cluster.py), checked job by job
+on a single-node cluster started on this machine (tests/support/slurm_cluster.py), checked job by job
 against SLURM's own records and file by file against a local run of the same config.
 
 Skips, naming the reason, where a cluster cannot be started here (not root, `slurm-wlm`/`munge`
@@ -15,13 +15,13 @@ import shutil
 import subprocess
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
-import run_outputs
-import slurm_cluster
+from support import run_outputs, slurm_cluster
 from test_workflow import ROOT, SNAKEMAKE, TINY_CONFIG, TINY_TARGETS
 
 PROFILE = ROOT / "profiles" / "slurm"
@@ -32,22 +32,43 @@ SCHEDULED = re.compile(r"^(?:local)?(?:rule|checkpoint) (\w+):$", re.M)
 EXECUTED = re.compile(r"^local(?:rule|checkpoint) (\w+):$", re.M)
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+@dataclass
+class SlurmStart:
+    """The cluster and the SLURM run, started with the session (the autouse fixture in
+    tests/conftest.py), or why there is no cluster: ``skip`` (cannot start here) or ``fail``."""
+
+    skip: str | None = None
+    fail: str | None = None
+    cluster: slurm_cluster.Cluster | None = None
+    work: Path | None = None
+    run: object | None = None  # support.background.BackgroundRun
+
+    def stop(self) -> None:
+        interrupted = self.run is not None and self.run.proc.poll() is None
+        if self.run is not None:
+            self.run.stop()
+        if self.cluster is not None:
+            if interrupted:  # the session ended first: the jobs Snakemake submitted run under slurmd
+                try:
+                    self.cluster.run("scancel", "--partition", slurm_cluster.PARTITION, check=False)
+                except (OSError, subprocess.SubprocessError):
+                    pass
+            self.cluster.stop()
+
+
+def start_slurm_run(tmp_path_factory) -> SlurmStart:
+    """Start the local cluster, then the tiny demo through the SLURM profile in its own scratch
+    working directory, in the background: most of that run is spent waiting between SLURM status
+    checks, so it goes on beside the other tests."""
+    from support.background import BackgroundRun
+
     reason = slurm_cluster.why_unavailable()
     if reason:
-        pytest.skip(f"no local SLURM cluster: {reason}")
+        return SlurmStart(skip=f"no local SLURM cluster: {reason}")
     try:
         c = slurm_cluster.start(tmp_path_factory.mktemp("slurm"))
     except slurm_cluster.ClusterUnavailable as err:
-        pytest.fail(f"SLURM is installed but the local cluster did not start: {err}")
-    yield c
-    c.stop()
-
-
-@pytest.fixture(scope="module")
-def slurm_run(cluster, tmp_path_factory):
-    """The tiny demo through the SLURM profile, in its own scratch working directory."""
+        return SlurmStart(fail=f"SLURM is installed but the local cluster did not start: {err}")
     work = tmp_path_factory.mktemp("workflow-slurm")
     shutil.copy(ROOT / "workflow_config.yaml", work / "workflow_config.yaml")
     (work / "tiny.yaml").write_text(json.dumps(TINY_CONFIG))
@@ -59,11 +80,28 @@ def slurm_run(cluster, tmp_path_factory):
         "--slurm-keep-successful-logs",
         *TINY_TARGETS,
     ]
-    res = subprocess.run([*SNAKEMAKE, *args], cwd=work, env=cluster.env, capture_output=True, text=True,
-                         timeout=2400)
+    run = BackgroundRun([*SNAKEMAKE, *args], cwd=work, env=c.env, log_dir=tmp_path_factory.mktemp("workflow-slurm-output"),
+                        timeout=2400)
+    return SlurmStart(cluster=c, work=work, run=run)
+
+
+@pytest.fixture(scope="module")
+def cluster(_slurm_run_started):
+    started = _slurm_run_started
+    if started.skip:
+        pytest.skip(started.skip)
+    if started.fail:
+        pytest.fail(started.fail)
+    return started.cluster
+
+
+@pytest.fixture(scope="module")
+def slurm_run(cluster, _slurm_run_started):
+    """The tiny demo through the SLURM profile, in its own scratch working directory: ``(work, output)``."""
+    res = _slurm_run_started.run.wait()
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-6000:] + "\n" + slurm_cluster._log_tail(cluster.root / "log/slurmctld.log")
-    return work, out
+    return _slurm_run_started.work, out
 
 
 def _profile_gpu_rules() -> set[str]:
@@ -115,7 +153,7 @@ def test_every_job_went_through_sbatch(cluster, slurm_run, tiny_run):
             threads = re.findall(r"^\s+threads: (\d+)$", text, re.M)
             assert int(info["NumCPUs"]) == (int(threads[0]) if threads else 1), (jid, rules, info["NumCPUs"])
     local_logs = sorted((local_work / ".snakemake" / "log").glob("*.snakemake.log"))
-    # the first log is the tiny run's own (run_tiny is one invocation); later ones come from tests that
+    # the first log is the tiny run's own (start_tiny runs one invocation); later ones come from tests that
     # run Snakemake again in the same directory (the no-op rerun, the report build)
     ran_locally = Counter(r for r in SCHEDULED.findall(local_logs[0].read_text()) if r != "all")
     assert ran_on_slurm == ran_locally

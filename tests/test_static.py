@@ -17,7 +17,7 @@ from affpipe.cli import main
 from affpipe.commands.show import display_image
 from affpipe.io.h5store import DatasetSpec, StoreReader, StoreWriter, quantize_uint8, static_specs
 from affpipe.io.video import iter_frames
-from test_static_support import clip_and_faces
+from support.static_support import clip_and_faces
 
 SIZE = 64
 SETTINGS = {"size": SIZE, "margin": 0.1}

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
 
 
-NETGUARD = Path(__file__).resolve().parent / "netguard"  # sitecustomize.py refusing internet sockets
+NETGUARD = Path(__file__).resolve().parent / "support" / "netguard"  # sitecustomize.py refusing internet sockets
 
 
 def _snakemake(*args: str, cwd: Path = ROOT, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -25,7 +25,7 @@ def _snakemake(*args: str, cwd: Path = ROOT, timeout: float = 120, env: dict | N
 
 
 def guarded_env(log: Path) -> dict:
-    """The environment with the network guard on (tests/netguard): attempts are logged to `log`."""
+    """The environment with the network guard on (tests/support/netguard): attempts are logged to `log`."""
     path = os.pathsep.join(p for p in (str(NETGUARD), os.environ.get("PYTHONPATH", "")) if p)
     return dict(os.environ, PYTHONPATH=path, AFFPIPE_NETGUARD_LOG=str(log))
 
@@ -119,9 +119,13 @@ TINY_TABLES = ("results/tiny/report/results.md", "results/tiny/report/quality.ht
 TINY_TARGETS = (TINY_TARGET, TINY_DR, TINY_CCC, TINY_REPORT, *TINY_TABLES)
 
 
-def run_tiny(tmp_path_factory):
-    """Run the workflow once on the tiny demo in a scratch working directory (the session fixture
-    `tiny_run` in conftest.py, shared with tests/test_slurm.py, which compares a SLURM run with it)."""
+def start_tiny(tmp_path_factory):
+    """Start the workflow on the tiny demo in a scratch working directory, in the background:
+    ``(work dir, snakemake args, BackgroundRun)``. The session fixture `tiny_run` in conftest.py
+    starts it with the session and waits for it; tests/test_slurm.py and tests/test_resume.py
+    compare their runs with it."""
+    from support.background import BackgroundRun
+
     work = tmp_path_factory.mktemp("workflow")
     shutil.copy(ROOT / "workflow_config.yaml", work / "workflow_config.yaml")
     (work / "tiny.yaml").write_text(json.dumps(TINY_CONFIG))
@@ -130,9 +134,9 @@ def run_tiny(tmp_path_factory):
         "--cores", "2", *TINY_TARGETS,
     ]
     # with the network guard: the whole run must never open an internet socket
-    res = _snakemake(*args, cwd=work, timeout=1200, env=guarded_env(work / "network.log"))
-    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
-    return work, args
+    run = BackgroundRun([*SNAKEMAKE, *args], cwd=work, env=guarded_env(work / "network.log"),
+                        log_dir=tmp_path_factory.mktemp("workflow-output"), timeout=1800)
+    return work, args, run
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOC_FILES = ("README.md", "docs/*.md")
 # Files whose header comments show commands (`#   snakemake ...`).
 COMMENT_FILES = ("Snakefile", "workflow_config.yaml", "profiles/*/config.yaml")

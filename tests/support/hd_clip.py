@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from faces_support import media, write_video
+from support.faces_support import media, write_video
 from affpipe.io.video import iter_frames
 
 HD_SIZE = (1920, 1080)

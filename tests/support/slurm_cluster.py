@@ -18,8 +18,8 @@ job finds no CUDA device and the CPU path runs.
 
 By hand (as root, with `slurm-wlm` and `munge` installed):
 
-    python tests/slurm_cluster.py start /tmp/slurm    # prints the `export SLURM_CONF=...` line
-    python tests/slurm_cluster.py stop /tmp/slurm
+    python tests/support/slurm_cluster.py start /tmp/slurm    # prints the `export SLURM_CONF=...` line
+    python tests/support/slurm_cluster.py stop /tmp/slurm
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ PACKAGES = "slurm-wlm munge"
 MIN_JOB_AGE = 3600
 NODE = "localhost"
 #: first line of the slurm.conf written here
-MARKER = "single-node SLURM cluster for affpipe's tests (written by tests/slurm_cluster.py)"
+#: (the check looks for the text before the parenthesis, so configurations written before the move count too)
+MARKER = "single-node SLURM cluster for affpipe's tests (written by tests/support/slurm_cluster.py)"
 PARTITION = "debug"
 #: SLURM's default configuration path: linked to the cluster's slurm.conf while it runs, because SLURM
 #: commands inside jobs look there (the jobstep executor drops SLURM_CONF from srun's environment)
@@ -207,7 +208,7 @@ def _log_tail(path: Path, n: int = 30) -> str:
 def _stale(conf: Path) -> bool:
     """True when `conf` is gone, or is a slurm.conf written here whose slurmctld no longer runs."""
     try:
-        ours = MARKER in conf.read_text().splitlines()[0]
+        ours = MARKER.split(" (")[0] in conf.read_text().splitlines()[0]
     except (OSError, IndexError):
         return True
     if not ours:
