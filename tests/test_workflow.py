@@ -251,7 +251,7 @@ def test_tiny_demo_batched_stages_keep_their_files_and_rerun_per_input(tiny_run)
     log = sorted((work / ".snakemake" / "log").glob("*.snakemake.log"))[0].read_text()
     ran = re.findall(r"^(?:local)?(?:rule|checkpoint) (\w+):$", log, re.M)
     assert "labels" not in ran and ran.count("dr_infer") == 1 and ran.count("cnn_features") == 5
-    res = _snakemake(*args, "-n", "-p", "--forcerun", "results/tiny/cnn/dfm/model.pt", cwd=work)
+    res = _snakemake(*args, "-n", "-p", "--forcerun", "results/tiny/cnn/dfm/model.pt", cwd=work, timeout=300)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-3000:]
     stats = dict(re.findall(r"^(\w+)\s+(\d+)$", out.split("Job stats:")[1].split("Reasons:")[0], re.M))
