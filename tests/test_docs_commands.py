@@ -113,6 +113,8 @@ NOT_RUN: dict[str, str] = {
         "what tests/test_real_layouts.py (slow) runs on its SEMAINE, RECOLA and Aff-Wild2 trees, with its own ci.yaml",
     "snakemake -n results/big/ccc.json":
         "dataset `big` exists only inside bench/bench_dag.py, which configures and builds it (1,000 videos)",
+    "snakemake -n --rerun-triggers mtime results/big/ccc.json":
+        "dataset `big` exists only inside bench/bench_dag.py, which configures and builds it (1,000 videos)",
 }
 
 
