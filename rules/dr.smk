@@ -1,7 +1,8 @@
 # Dynamic representations inferred from still images (DR paper): one UNet per window half-length T,
 # trained self-supervised with the rank loss on a dataset's train partition; its ranking accuracy on
 # unseen videos against the per-window RankSVM upper bound; and the DRs of every configured T for
-# every valid frame, which with the SFA form the 9-channel MDR input [image, DR_T3, DR_T5].
+# every valid frame of every video (results/{ds}/dr/videos/{video}.h5, one job per dataset: torch and
+# the models load once), which with the SFA form the 9-channel MDR input [image, DR_T3, DR_T5].
 # A dataset uses the models of `dr.source` (default: itself), e.g. datasets.semaine.dr.source: recola.
 
 
@@ -57,10 +58,11 @@ rule dr_rank:
 
 rule dr_infer:
     input:
-        static="results/{ds}/static/{video}.h5",
+        manifest=manifest_path,
+        static=per_video("results/{ds}/static/{video}.h5"),
         models=dr_models,
     output:
-        dr="results/{ds}/dr/{video}.h5",
+        dr=directory("results/{ds}/dr/videos"),
     params:
         affpipe=AFFPIPE,
         settings=dr_settings_json,
@@ -68,20 +70,21 @@ rule dr_infer:
     resources:
         gpu=dr_gpus,
     log:
-        "results/{ds}/logs/dr/{video}.log",
+        "results/{ds}/logs/dr/infer.log",
     benchmark:
-        "results/{ds}/benchmarks/dr/{video}.tsv"
+        "results/{ds}/benchmarks/dr/infer.tsv"
     conda:
         ENV
     shell:
-        "{params.affpipe} dr-infer --models {input.models} --static {input.static} --out {output.dr} "
-        "--settings {params.settings:q} --threads {threads} 2> {log}"
+        "{params.affpipe} dr-infer --models {input.models} --manifest {input.manifest} "
+        "--static-dir results/{wildcards.ds}/static --out-dir {output.dr} --settings {params.settings:q} "
+        "--threads {threads} 2> {log}"
 
 
 rule dr_montage:
     input:
         static="results/{ds}/static/{video}.h5",
-        dr="results/{ds}/dr/{video}.h5",
+        dr="results/{ds}/dr/videos",
     output:
         montage=report(
             "results/{ds}/report/dr/{video}.png",
@@ -98,4 +101,4 @@ rule dr_montage:
     conda:
         ENV
     shell:
-        "{params.affpipe} show {input.static} {input.dr} --frame auto -o {output.montage} 2> {log}"
+        "{params.affpipe} show {input.static} {input.dr}/{wildcards.video}.h5 --frame auto -o {output.montage} 2> {log}"

@@ -11,7 +11,7 @@ wildcard_constraints:
 rule regress:
     input:
         manifest=manifest_path,
-        labels=regress_labels,
+        labels=labels_dir,
         features=regress_features,
     output:
         predictions="results/{ds}/experiments/{experiment}/predictions.parquet",
@@ -20,7 +20,6 @@ rule regress:
         affpipe=AFFPIPE,
         settings=regression_settings_json,
         args=regress_args,
-        labels=labels_dir,
     threads: config["threads"]["regression"]
     resources:
         gpu=regress_gpus,
@@ -31,7 +30,7 @@ rule regress:
     conda:
         ENV
     shell:
-        "{params.affpipe} regress --manifest {input.manifest} --labels {params.labels} {params.args} "
+        "{params.affpipe} regress --manifest {input.manifest} --labels {input.labels} {params.args} "
         "--out {output.predictions} --summary {output.summary} --settings {params.settings:q} "
         "--threads {threads} 2> {log}"
 

@@ -33,7 +33,7 @@ rule summary:
     input:
         unpack(report_pictures),
         manifest=manifest_path,
-        labels=per_video("results/{ds}/labels/{video}.parquet"),
+        labels=labels_dir,
         faces=per_video("results/{ds}/faces/{video}.parquet"),
         static=per_video("results/{ds}/static/{video}.h5"),
         dynamic=per_video("results/{ds}/dynamic/{video}.h5"),

@@ -212,6 +212,42 @@ def test_cli_mdr_and_clear_errors(root, tmp_path, capsys):
     assert "manifest.parquet: cannot load the CNN model" in capsys.readouterr().err
 
 
+def test_cli_features_of_every_video_equal_each_video_alone(root, tmp_path, capsys):
+    """`--manifest --out-dir` (the workflow's one job per input) writes, for every manifest video, the
+    file `--video --out` writes for that video alone, bit for bit (only the creation time differs),
+    and replaces the output folder as a whole; with folders as store arguments."""
+    import pyarrow.parquet as pq
+
+    import run_outputs
+
+    settings = json.dumps({**FAST, "epochs": 1})
+    model = tmp_path / "mdr" / "model.pt"
+    run(["cnn-train", "--input", "mdr", "--manifest", root / "manifest.parquet", "--labels", root / "labels",
+         "--static", root / "static", "--dr", root / "dr", "--out", model, "--settings", settings])
+    out = tmp_path / "features" / "mdr"
+    out.mkdir(parents=True)
+    (out / "stale.h5").write_text("from an earlier run")
+    run(["cnn-features", "--model", model, "--manifest", root / "manifest.parquet", "--static", root / "static",
+         "--dr", root / "dr", "--out-dir", out, "--settings", settings])
+    videos = sorted(pq.read_table(root / "manifest.parquet").column("video").to_pylist())
+    assert sorted(p.name for p in out.iterdir()) == [f"{v}.h5" for v in videos]
+    assert [p.name for p in out.parent.iterdir()] == ["mdr"]  # no temporary folder left
+    for video in videos:
+        one = tmp_path / "one" / f"{video}.h5"
+        run(["cnn-features", "--model", model, "--video", video, "--static", root / "static" / f"{video}.h5",
+             "--dr", root / "dr" / f"{video}.h5", "--out", one, "--settings", settings])
+        a, b = (run_outputs._h5_content(f, tmp_path) for f in (out / f"{video}.h5", one))
+        assert run_outputs._same(a, b), video
+    # a missing store stops the run before any work, naming the file
+    assert main(["cnn-features", "--model", str(model), "--manifest", str(root / "manifest.parquet"), "--static",
+                 str(root / "static"), "--dr", str(tmp_path / "nodr"), "--out-dir", str(out)]) == 2
+    assert f"{tmp_path / 'nodr' / videos[0]}.h5: store file does not exist" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == [f"{v}.h5" for v in videos]
+    assert main(["cnn-features", "--model", str(model), "--static", str(root / "static"), "--dr", str(root / "dr"),
+                 "--out-dir", str(out)]) == 2
+    assert "--manifest and --out-dir go together" in capsys.readouterr().err
+
+
 def test_random_shift_translates_both_branches_alike():
     from affpipe.cnn.train import random_shift
 

@@ -552,6 +552,31 @@ def test_cli_manifest_and_labels_write_parquet(tmp_path, capsys):
     assert rc == 2 and "video 'zz' is not in the manifest" in capsys.readouterr().err
 
 
+def test_cli_manifest_writes_every_videos_labels_as_the_labels_command_does(tmp_path, capsys):
+    """`manifest --labels-dir` (the workflow's one job) writes, for every manifest video, the very
+    table `labels --video` writes for that video alone, and replaces the folder as a whole."""
+    root = csv_tree(tmp_path / "mine")
+    settings = json.dumps({"adapter": "csv", "root": str(root)})
+    out = tmp_path / "results" / "mine" / "manifest.parquet"
+    labels_dir = out.parent / "labels"
+    labels_dir.mkdir(parents=True)
+    (labels_dir / "stale.parquet").write_text("from an earlier manifest")
+    assert cli_main(["manifest", "--dataset", "mine", "--settings", settings, "--out", str(out),
+                     "--labels-dir", str(labels_dir)]) == 0
+    err = capsys.readouterr().err
+    # the labels' warning (b.csv has an unlabelled sample) is printed, naming the video and the file
+    assert any(ln.startswith("affpipe manifest: warning: labels of b: ") and "b.csv" in ln for ln in err.splitlines())
+    videos = pq.read_table(out).column("video").to_pylist()
+    assert sorted(p.name for p in labels_dir.iterdir()) == sorted(f"{v}.parquet" for v in videos)
+    assert not list(labels_dir.parent.glob(".labels.*"))  # no temporary folder left
+    for video in videos:
+        one = tmp_path / "one" / f"{video}.parquet"
+        assert cli_main(["labels", "--manifest", str(out), "--video", video, "--settings", settings, "--out", str(one)]) == 0
+        a, b = pq.read_table(labels_dir / f"{video}.parquet"), pq.read_table(one)
+        assert a.schema == b.schema and a.schema.metadata == b.schema.metadata, video
+        assert a.to_pandas().equals(b.to_pandas()), video  # NaN where NaN
+
+
 def test_cli_errors_are_one_line_with_exit_status_2(tmp_path):
     out = tmp_path / "manifest.parquet"
     proc = subprocess.run(

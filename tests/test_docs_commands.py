@@ -62,9 +62,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "python -m affpipe show-faces --video PATH --faces OUT.parquet -o sheet.png [--n 12] [--columns 4]": (SYNOPSIS, ""),
     "python -m affpipe dynamic --static results/{ds}/static/{video}.h5 --out results/{ds}/dynamic/{video}.h5 --settings JSON --threads N": (SYNOPSIS, ""),
     "python -m affpipe dr-train --manifest results/{src}/manifest.parquet --static-dir results/{src}/static --T 3 --out results/{src}/dr/model_T3.pt --settings JSON --threads N": (SYNOPSIS, ""),
-    "python -m affpipe dr-infer --models results/{src}/dr/model_T3.pt results/{src}/dr/model_T5.pt --static results/{ds}/static/{video}.h5 --out results/{ds}/dr/{video}.h5 --settings JSON --threads N": (SYNOPSIS, ""),
+    "python -m affpipe dr-infer --models results/{src}/dr/model_T3.pt results/{src}/dr/model_T5.pt --manifest results/{ds}/manifest.parquet --static-dir results/{ds}/static --out-dir results/{ds}/dr/videos --settings JSON --threads N        # every video; one video: --static results/{ds}/static/{video}.h5 --out V.h5": (SYNOPSIS, ""),
     "python -m affpipe dr-rank  --models ...model_T3.pt ...model_T5.pt --manifest results/{ds}/manifest.parquet --static-dir results/{ds}/static --out results/{ds}/dr/ranking.json      # or --static A.h5 B.h5 ...": (SYNOPSIS, ""),
-    "python -m affpipe show results/{ds}/static/{video}.h5 results/{ds}/dr/{video}.h5 --frame auto -o m.png": (SYNOPSIS, ""),
+    "python -m affpipe show results/{ds}/static/{video}.h5 results/{ds}/dr/videos/{video}.h5 --frame auto -o m.png": (SYNOPSIS, ""),
     "python -m affpipe regress --manifest results/{ds}/manifest.parquet --features results/{ds}/features/{input} --labels results/{ds}/labels --input {input} --regressor bgru --experiment {name} --out results/{ds}/experiments/{name}/predictions.parquet --settings JSON --threads N": (SYNOPSIS, ""),
     "python -m affpipe evaluate --manifest results/{ds}/manifest.parquet --predictions {name}=results/{ds}/experiments/{name}/predictions.parquet ... --out results/{ds}/ccc.json": (SYNOPSIS, ""),
     "python -m affpipe regression-report --ccc results/{ds}/ccc.json --out results/{ds}/report/regression": (SYNOPSIS, ""),
@@ -113,6 +113,8 @@ NOT_RUN: dict[str, str] = {
     ".venv/bin/snakemake --cores 2 results/<ds>/ccc.json --configfile config/cpu.yaml ci.yaml --config 'datasets={<ds>: {root: <tree>}}'":
         "what tests/test_real_layouts.py (slow) runs on its SEMAINE, RECOLA and Aff-Wild2 trees, with its own ci.yaml",
     "snakemake -n results/big/ccc.json":
+        "dataset `big` exists only inside bench/bench_dag.py, which configures and builds it (1,000 videos)",
+    "snakemake -n --rerun-triggers mtime results/big/ccc.json":
         "dataset `big` exists only inside bench/bench_dag.py, which configures and builds it (1,000 videos)",
 }
 

@@ -90,6 +90,42 @@ def test_infer_keeps_the_static_rows_and_marks_missing_faces(dataset, tmp_path):
         np.testing.assert_allclose(mdr[0, ..., :3], s["sfa"][0] / 255, atol=1e-6)
 
 
+def test_every_video_in_one_run_equals_each_video_alone(dataset, tmp_path, capsys):
+    """`--manifest --static-dir --out-dir` (the workflow's one job per dataset) writes, for every
+    manifest video, the file `--static --out` writes for that video alone, bit for bit (only the
+    creation time differs), and replaces the output folder as a whole."""
+    import run_outputs
+
+    root, manifest, static_dir, models, settings = dataset
+    out = tmp_path / "dr" / "videos"
+    out.mkdir(parents=True)
+    (out / "stale.h5").write_text("from an earlier run")
+    assert main(["dr-infer", "--models", *map(str, models), "--manifest", str(manifest), "--static-dir", str(static_dir),
+                 "--out-dir", str(out), "--settings", settings]) == 0
+    videos = ["dev_a", "te_a", "te_b", "tr_a", "tr_b"]
+    assert sorted(p.name for p in out.iterdir()) == [f"{v}.h5" for v in videos]
+    assert not [p for p in out.parent.iterdir() if p.name != "videos"]  # no temporary folder left
+    for video in videos:
+        one = tmp_path / "one" / f"{video}.h5"
+        assert main(["dr-infer", "--models", *map(str, models), "--static", str(static_dir / f"{video}.h5"),
+                     "--out", str(one), "--settings", settings]) == 0
+        a, b = (run_outputs._h5_content(f, tmp_path) for f in (out / f"{video}.h5", one))
+        assert run_outputs._same(a, b), video
+    # a missing static store stops the run before any work, naming the file; the old folder stays
+    (static_dir / "te_a.h5").rename(tmp_path / "te_a.h5")
+    try:
+        rc = main(["dr-infer", "--models", *map(str, models), "--manifest", str(manifest), "--static-dir",
+                   str(static_dir), "--out-dir", str(out), "--settings", settings])
+    finally:
+        (tmp_path / "te_a.h5").rename(static_dir / "te_a.h5")
+    err = capsys.readouterr().err
+    assert rc == 2 and f"{static_dir / 'te_a.h5'}: static store does not exist" in err
+    assert sorted(p.name for p in out.iterdir()) == [f"{v}.h5" for v in videos]
+    # one video or every video, not a mix
+    rc = main(["dr-infer", "--models", str(models[0]), "--static", str(static_dir / "te_a.h5"), "--out-dir", str(out)])
+    assert rc == 2 and "--manifest, --static-dir and --out-dir (every video)" in capsys.readouterr().err
+
+
 def test_float16_storage_round_trips(dataset, tmp_path):
     root, manifest, static_dir, models, _ = dataset
     out = tmp_path / "f16.h5"

@@ -1,7 +1,8 @@
 """Resumability: the tiny demo killed hard (SIGKILL to Snakemake's whole process group) at several
 points, then re-run with the same command, ends with outputs identical to an uninterrupted run.
 
-Each kill lands while a job of the named stage is running (its log file has appeared), so the
+Each kill lands while a job of the named stage is running (its log file, or for the CNN features
+job, which writes every video's file into one hidden temporary folder, that folder has appeared), so the
 interrupted jobs leave half-written temporaries, incomplete-job markers, partial checkpoints and
 Snakemake's directory lock behind. The user's recovery (docs/cluster.md, "Interrupted runs") is
 `snakemake --unlock` with the same arguments, then the same command again; that run must rerun
@@ -29,11 +30,13 @@ from test_workflow import ROOT, SNAKEMAKE, TINY_CONFIG, TINY_TARGETS
 
 pytestmark = pytest.mark.slow
 
-#: (stage, log files whose appearance means a job of the stage is running, seconds to wait after)
+#: (stage, files whose appearance means a job of the stage is running, seconds to wait after)
 KILL_POINTS = (
     ("demo generation", "results/tiny/logs/demo_data.log", 2.0),
     ("dynamic images", "results/tiny/logs/dynamic/*.log", 1.0),
     ("CNN training", "results/tiny/logs/cnn_train/*.log", 3.0),
+    # while one job writes every video's features of an input into its hidden temporary folder
+    ("CNN features", "results/tiny/features/.*.tmp-*", 0.0),
     ("sequence regression", "results/tiny/logs/regress/*.log", 1.0),
 )
 #: temporaries of affpipe's atomic writes (affpipe/io/atomic.py) and of `affpipe dynamic`'s parts

@@ -237,6 +237,35 @@ def test_tiny_demo_rerun_is_a_no_op(tiny_run):
 
 
 @pytest.mark.slow
+def test_tiny_demo_batched_stages_keep_their_files_and_rerun_per_input(tiny_run):
+    """Labels (written by the manifest job), DR inference (one job per dataset) and CNN features (one
+    job per input) keep one file per video; a retrained CNN re-runs its own input's features and the
+    experiments reading them, not the other inputs'."""
+    import re
+
+    work, args = tiny_run
+    results = work / "results" / "tiny"
+    videos = sorted(p.stem for p in (results / "static").glob("*.h5"))
+    assert len(videos) == 4
+    folders = ["labels", "dr/videos", *(f"features/{i}" for i in ("dfm", "dfs", "dfa+dfs", "sfa", "mdr"))]
+    for folder in folders:
+        suffix = ".parquet" if folder == "labels" else ".h5"
+        assert sorted(p.name for p in (results / folder).iterdir() if p.name != ".snakemake_timestamp") == \
+            [f"{v}{suffix}" for v in videos], folder
+    log = sorted((work / ".snakemake" / "log").glob("*.snakemake.log"))[0].read_text()
+    ran = re.findall(r"^(?:local)?(?:rule|checkpoint) (\w+):$", log, re.M)
+    assert "labels" not in ran and ran.count("dr_infer") == 1 and ran.count("cnn_features") == 5
+    res = _snakemake(*args, "-n", "-p", "--forcerun", "results/tiny/cnn/dfm/model.pt", cwd=work, timeout=300)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-3000:]
+    stats = dict(re.findall(r"^(\w+)\s+(\d+)$", out.split("Job stats:")[1].split("Reasons:")[0], re.M))
+    assert stats["cnn_train"] == stats["cnn_features"] == stats["regress"] == "1", stats
+    assert "dr_infer" not in stats and "manifest" not in stats, stats
+    assert "--out-dir results/tiny/features/dfm " in out and "--experiment dfm_bgru " in out
+    assert not re.search(r"--out-dir results/tiny/features/(?!dfm )", out), out
+
+
+@pytest.mark.slow
 def test_affwild2_left_and_right_of_one_video_are_tracked_jointly(tmp_path):
     """The manifest has X_left and X_right of one video: both faces jobs get `--side S --paired`
     (docs/faces.md, Side tracks); a video with one side only or none is not paired."""

@@ -42,7 +42,7 @@ from affpipe.errors import ConfigError
 #: Store kinds and the stage attribute their files carry (None: not checked).
 STORE_STAGES = {"static": "static", "dynamic": "dynamic", "dr": None}
 #: Store kind -> ``results/{ds}/<dir>/{video}.h5``.
-STORE_DIRS = {"static": "static", "dynamic": "dynamic", "dr": "dr"}
+STORE_DIRS = {"static": "static", "dynamic": "dynamic", "dr": "dr/videos"}
 #: uint8 static image -> [0, 1].
 UINT8_MAX = 255.0
 #: [0, 1] value of a real-valued zero under ``maxabs`` and of constant images.

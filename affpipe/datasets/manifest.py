@@ -52,7 +52,8 @@ def _adapter_settings(settings: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in settings.items() if k not in STAGE_SECTIONS}
 
 
-def build_manifest(name: str, settings: dict[str, Any], *, max_frame_shortfall: float | None = None) -> pa.Table:
+def build_manifest(name: str, settings: dict[str, Any], *, max_frame_shortfall: float | None = None,
+                   labels: dict[str, tuple[pa.Table, list[str]]] | None = None) -> pa.Table:
     """Scan dataset ``name``'s tree and return its manifest, one row per video, sorted by id.
 
     Parameters
@@ -65,6 +66,9 @@ def build_manifest(name: str, settings: dict[str, Any], *, max_frame_shortfall: 
         The faces stage's ``faces.max_frame_shortfall``: the frame at ``ceil(n_frames * (1 - this)) - 1``
         must decode (checked by seeking to it), else the video is truncated beyond what the faces stage
         accepts and is excluded here. None = only the first frame is checked.
+    labels : dict, optional
+        Filled, when given, with each manifest video's :func:`build_labels` result (table, warnings)
+        by video id: the labels the pre-flight builds anyway, for the caller to write.
 
     Returns
     -------
@@ -144,8 +148,8 @@ def build_manifest(name: str, settings: dict[str, Any], *, max_frame_shortfall: 
             "label_source": label_source(tuple(Path(p).resolve() for p in e.labels)),
             "side": e.side,
         }
-        try:  # the labels rule's own checks (missing file, values out of range, length drift), run now
-            build_labels(row, s, dataset=name)
+        try:  # the labels' own checks (missing file, values out of range, length drift), run now
+            built = build_labels(row, s, dataset=name)
         except DatasetError as err:
             bad(e.video, e.path, e.partition, err)
             continue
@@ -156,6 +160,8 @@ def build_manifest(name: str, settings: dict[str, Any], *, max_frame_shortfall: 
             )
         for key, value in row.items():
             columns[key].append(value)
+        if labels is not None:
+            labels[e.video] = built
     if not columns["video"]:
         raise DatasetError(
             f"no usable video: all {len(excluded)} were excluded (first: {excluded[0]['file']}: "

@@ -1,6 +1,6 @@
 """DR inference for every valid frame of a video, the DR store, and the 9-channel MDR input.
 
-``results/{ds}/dr/{video}.h5`` (stage ``dr``) has one row per row of the video's static store, in
+``results/{ds}/dr/videos/{video}.h5`` (stage ``dr``) has one row per row of the video's static store, in
 the same order (same ``frame`` and ``valid``), so the MDR of row i is the static ``sfa[i]`` next to
 ``dr_T3[i]``, ``dr_T5[i]``:
 

@@ -84,6 +84,24 @@ def replace_dir(tmp: str | os.PathLike, out: str | os.PathLike) -> None:
 
 
 @contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a fresh hidden temporary folder next to ``path``; it replaces ``path`` on success.
+
+    For commands writing a folder of files in one job (e.g. every video's features of one CNN
+    input): a reader sees the old folder or the complete new one, never a mix. On an exception
+    the temporary folder is removed; one left by a killed earlier writer is removed first.
+    """
+    tmp = temp_sibling(path, hidden=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        replace_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it to ``path`` on success.
 
