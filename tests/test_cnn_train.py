@@ -218,7 +218,7 @@ def test_cli_features_of_every_video_equal_each_video_alone(root, tmp_path, caps
     and replaces the output folder as a whole; with folders as store arguments."""
     import pyarrow.parquet as pq
 
-    import run_outputs
+    from support import run_outputs
 
     settings = json.dumps({**FAST, "epochs": 1})
     model = tmp_path / "mdr" / "model.pt"

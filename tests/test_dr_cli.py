@@ -94,7 +94,7 @@ def test_every_video_in_one_run_equals_each_video_alone(dataset, tmp_path, capsy
     """`--manifest --static-dir --out-dir` (the workflow's one job per dataset) writes, for every
     manifest video, the file `--static --out` writes for that video alone, bit for bit (only the
     creation time differs), and replaces the output folder as a whole."""
-    import run_outputs
+    from support import run_outputs
 
     root, manifest, static_dir, models, settings = dataset
     out = tmp_path / "dr" / "videos"
