@@ -83,6 +83,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ".venv/bin/python -m affpipe results-table --ccc results/demo/ccc.json --md r.md --tex r.tex --html r.html": (SLOW, ""),
     ".venv/bin/python -m affpipe quality-table --summary results/demo/report/summary.json --md q.md --html q.html": (SLOW, ""),
     ".venv/bin/python -m affpipe dr-chart --ranking results/demo/dr/ranking.json -o dr.png": (SLOW, ""),
+    ".venv/bin/python bench/demo_times.py results/demo": (SLOW, "| **all** |"),
 }
 
 # Shown but not run by this test, with the reason.
@@ -315,10 +316,11 @@ def test_commands_on_a_finished_run(tiny_run, tmp_path):
     video, path = row["video"], Path(row["path"])
     path = path if path.is_absolute() else work / path
     commands = _unique(SLOW)
-    assert len(commands) == 6
+    assert len(commands) == 7
     for command in commands:
         filled = command.replace("<video.mp4>", shlex.quote(str(path))).replace("<video>", video)
         res = _shell(filled, tmp_path)
         assert res.returncode == 0, f"`{filled}` failed:\n{res.out[-3000:]}"
+        assert COMMANDS[command][1] in res.out, f"`{filled}` printed:\n{res.out[-3000:]}"
         for out in re.findall(r"(?:-o|--md|--tex|--html) (\S+)", filled):
             assert (tmp_path / out).stat().st_size > 0, out
