@@ -43,3 +43,36 @@ def load_settings(text: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ConfigError("--settings must be a JSON object")
     return value
+
+
+def every_video(manifest_rows: list[dict], inputs_of, *, what: str) -> dict[str, dict[str, Path]]:
+    """``{video: {name: path}}`` for every video of a manifest's rows (sorted), with ``inputs_of(video)``
+    giving its input files; every file is checked to exist before any work is done (a file missing at
+    the end of a batched job would waste the rest). ``what`` names the files in the error."""
+    from affpipe.errors import AffpipeError
+
+    videos = sorted(row["video"] for row in manifest_rows)
+    paths = {v: inputs_of(v) for v in videos}
+    missing = [p for v in videos for p in paths[v].values() if not p.is_file()]
+    if missing:
+        raise AffpipeError(f"{what} does not exist ({len(missing)} of the {len(videos)} videos' files are missing)",
+                           path=missing[0])
+    return paths
+
+
+def rng_restorer():
+    """A function restoring Python's, NumPy's and torch's random state to what it is now: a batched
+    job calls it before each video, so every video starts as it would in a process of its own."""
+    import random
+
+    import numpy as np
+    import torch
+
+    state = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+
+    def restore() -> None:
+        random.setstate(state[0])
+        np.random.set_state(state[1])
+        torch.set_rng_state(state[2])
+
+    return restore

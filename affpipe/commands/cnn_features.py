@@ -24,7 +24,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from affpipe.commands._common import add_settings_arg, load_settings
+from affpipe.commands._common import add_settings_arg, every_video, load_settings, rng_restorer
 from affpipe.commands.cnn_train import read_manifest, store_paths
 
 log = logging.getLogger(__name__)
@@ -60,13 +60,12 @@ def register(subparsers) -> None:
 
 
 def handler(args: argparse.Namespace) -> int:
-    import numpy as np
     import torch
 
     from affpipe.cnn.extract import spec_from_meta
     from affpipe.cnn.train import load_model, resolve_device, set_determinism
     from affpipe.config import section_settings
-    from affpipe.errors import AffpipeError, ConfigError
+    from affpipe.errors import ConfigError
     from affpipe.io.atomic import atomic_dir
 
     settings = section_settings("cnn", load_settings(args.settings))
@@ -80,7 +79,7 @@ def handler(args: argparse.Namespace) -> int:
     set_determinism(int(settings["seed"]), deterministic=bool(settings["deterministic"]))
     model, meta = load_model(args.model)
     # every video starts from this state, as it did in a process of its own (seeded, then the model built)
-    rng = (torch.get_rng_state(), np.random.get_state())
+    restore_rng = rng_restorer()
     spec = spec_from_meta(meta)
     dirs = {"static": args.static, "dynamic": args.dynamic, "dr": args.dr}
     device = resolve_device(settings["device"])
@@ -90,20 +89,13 @@ def handler(args: argparse.Namespace) -> int:
         _extract(model, meta, settings, args, video, store_paths(spec, dirs, video, folders=False), args.out, device,
                  shown=args.out)
         return 0
-    # every video's stores exist before any work is done (a file missing at the end would waste the rest)
-    videos = sorted(row["video"] for row in read_manifest(args.manifest))
-    paths = {v: store_paths(spec, dirs, v, folders=True) for v in videos}
-    missing = [p for v in videos for p in paths[v].values() if not p.is_file()]
-    if missing:
-        raise AffpipeError(f"store file does not exist ({len(missing)} of the {len(videos)} videos' store files are missing)",
-                           path=missing[0])
+    paths = every_video(read_manifest(args.manifest), lambda v: store_paths(spec, dirs, v, folders=True), what="store file")
     with atomic_dir(args.out_dir) as tmp:
-        for video in videos:
-            torch.set_rng_state(rng[0])
-            np.random.set_state(rng[1])
+        for video in paths:
+            restore_rng()
             _extract(model, meta, settings, args, video, paths[video], tmp / f"{video}.h5", device,
                      shown=args.out_dir / f"{video}.h5")
-    log.info("cnn-features: wrote %d videos' features of %s to %s", len(videos), meta["input"], args.out_dir)
+    log.info("cnn-features: wrote %d videos' features of %s to %s", len(paths), meta["input"], args.out_dir)
     return 0
 
 

@@ -16,7 +16,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from affpipe.commands._common import add_settings_arg, load_settings
+from affpipe.commands._common import add_settings_arg, every_video, load_settings, rng_restorer
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +44,10 @@ def register(subparsers) -> None:
 
 
 def handler(args: argparse.Namespace) -> int:
-    import random
-
-    import numpy as np
-    import torch
-
     from affpipe.commands.cnn_train import read_manifest
     from affpipe.config import section_settings
     from affpipe.dr import runtime
-    from affpipe.errors import AffpipeError, ConfigError
+    from affpipe.errors import ConfigError
     from affpipe.io.atomic import atomic_dir
 
     settings = section_settings("dr", load_settings(args.settings))
@@ -68,21 +63,16 @@ def handler(args: argparse.Namespace) -> int:
     if one:
         _infer(models, args.static, args.out, settings, device, shown=args.out)
         return 0
-    videos = sorted(row["video"] for row in read_manifest(args.manifest))
-    static = {v: args.static_dir / f"{v}.h5" for v in videos}
-    missing = [p for p in static.values() if not p.is_file()]
-    if missing:  # before any work is done (a file missing at the end would waste the rest)
-        raise AffpipeError(f"static store does not exist ({len(missing)} of the manifest's {len(videos)} videos have none)",
-                           path=missing[0])
+    inputs = every_video(read_manifest(args.manifest), lambda v: {"static": args.static_dir / f"{v}.h5"},
+                         what="static store")
+    static = {v: p["static"] for v, p in inputs.items()}
     # every video starts from this state, as it did in a process of its own (seeded, then the models built)
-    rng = (random.getstate(), np.random.get_state(), torch.get_rng_state())
+    restore_rng = rng_restorer()
     with atomic_dir(args.out_dir) as tmp:
-        for video in videos:
-            random.setstate(rng[0])
-            np.random.set_state(rng[1])
-            torch.set_rng_state(rng[2])
+        for video in static:
+            restore_rng()
             _infer(models, static[video], tmp / f"{video}.h5", settings, device, shown=args.out_dir / f"{video}.h5")
-    log.info("dr-infer: wrote %d videos' DRs to %s", len(videos), args.out_dir)
+    log.info("dr-infer: wrote %d videos' DRs to %s", len(static), args.out_dir)
     return 0
 
 
