@@ -1,4 +1,4 @@
-"""Alignment to the canonical template and the SFA image (affpipe.align)."""
+"""Alignment to the canonical template and the SFA image (affpipe.static.align)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from matplotlib.path import Path as MplPath
 from scipy.spatial import ConvexHull
 
-from affpipe import align
+from affpipe.static import align
 from support.static_support import dlib_landmarks, real_aligned_landmarks
 
 

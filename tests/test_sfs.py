@@ -1,4 +1,4 @@
-"""SFS region table and rendering (affpipe.sfs) on real aligned landmarks."""
+"""SFS region table and rendering (affpipe.static.sfs) on real aligned landmarks."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from affpipe import align, sfs
+from affpipe.static import align, sfs
 from support.static_support import real_aligned_landmarks
 
 SIZE = 224

@@ -12,11 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from affpipe import align, sfs
 from affpipe.cli import main
 from affpipe.commands.show import display_image
 from affpipe.io.h5store import DatasetSpec, StoreReader, StoreWriter, quantize_uint8, static_specs
 from affpipe.io.video import iter_frames
+from affpipe.static import align, sfs
 from support.static_support import clip_and_faces
 
 SIZE = 64

@@ -107,26 +107,23 @@ def no_prediction_reason(video: str, experiments: list[str], faces_dir: Path | N
     from affpipe.evaluate import NO_FACE_REASON
 
     if faces_dir is not None:
-        import pyarrow.compute as pc
-        import pyarrow.parquet as pq
+        from affpipe.faces.store import has_face
 
         path = faces_dir / f"{video}.parquet"
-        if path.is_file():
-            status = pq.read_table(path, columns=["status"])["status"]
-            if status.length() == 0 or not pc.any(pc.not_equal(status, "lost")).as_py():
-                return NO_FACE_REASON
+        if path.is_file() and not has_face(path):
+            return NO_FACE_REASON
     return f"no feature row in any frame (experiment(s) {', '.join(experiments)}): no prediction"
 
 
 def decoded_frames(faces_dir: Path, videos: list[str]) -> dict[str, int]:
     """Number of decoded frames of each video (rows of its faces table; videos without one are left out)."""
-    import pyarrow.parquet as pq
+    from affpipe.faces.store import count_frames
 
     out = {}
     for v in videos:
         path = faces_dir / f"{v}.parquet"
         if path.is_file():
-            out[v] = pq.read_metadata(path).num_rows
+            out[v] = count_frames(path)
     return out
 
 

@@ -52,11 +52,10 @@ def held_face_counts(n_faces):
 def _faces(path: Path) -> dict:
     import numpy as np
     import pyarrow.compute as pc
-    import pyarrow.parquet as pq
 
-    from affpipe.faces.store import read_metadata
+    from affpipe.faces.store import read_columns, read_metadata
 
-    table = pq.read_table(path, columns=["status", "n_faces"])
+    table = read_columns(path, ["status", "n_faces"])
     counts = {k: 0 for k in ("detected", "tracked", "lost")}
     for entry in pc.value_counts(table["status"]).to_pylist():
         counts[entry["values"]] = entry["counts"]

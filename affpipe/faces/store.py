@@ -31,6 +31,11 @@ frames where the two tracks were on one face, marked lost ``side_conflict``; els
 1.0 = full resolution), ``detect_full_resolution_from`` (frame from which detection ran at full
 resolution because the downscaled pass found no face, or null), ``warnings`` (list of strings),
 ``created``, ``command``. :func:`read_faces` decodes them.
+
+Readers (all refuse a missing file, a file that is not Parquet and a table without the columns they
+need, naming the file): :func:`read_faces` (everything, checked), :func:`read_metadata` (the footer),
+:func:`stream_landmarks` (frame, status and landmarks row by row, bounded memory: the static stage),
+:func:`read_columns`, :func:`count_frames` and :func:`has_face` (the summary and the evaluation).
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -130,17 +135,102 @@ def write_faces(track: FacesTrack, path: str | os.PathLike) -> None:
     write_parquet(faces_table(track), path, metadata=encode_metadata(track.metadata))
 
 
-def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """Decoded schema metadata of a faces table (cheap: reads the footer only)."""
+def _open(path: str | os.PathLike):
+    """The faces table as a ``pyarrow.parquet.ParquetFile`` (its footer read, no rows yet).
+
+    Raises
+    ------
+    DatasetError
+        The file is missing or not Parquet.
+    """
     import pyarrow.parquet as pq
 
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError("faces table does not exist", path=path, hint="run the faces stage first")
     try:
-        schema = pq.read_schema(path)
-    except FileNotFoundError:
-        raise DatasetError("faces table does not exist", path=path, hint="run the faces stage first") from None
+        return pq.ParquetFile(path)
     except Exception as exc:  # pyarrow raises several types for non-parquet input
         raise DatasetError(f"cannot read faces table as Parquet ({exc})", path=path) from None
-    return _decode_metadata(schema.metadata or {}, path)
+
+
+def _require_columns(names: Sequence[str], needed: Sequence[str], path) -> None:
+    missing = [c for c in needed if c not in set(names)]
+    if missing:
+        raise DatasetError(
+            f"faces table lacks column(s) {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}", path=path
+        )
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """Decoded schema metadata of a faces table (cheap: reads the footer only)."""
+    return _decode_metadata(_open(path).schema_arrow.metadata or {}, path)
+
+
+def count_frames(path: str | os.PathLike) -> int:
+    """Rows of a faces table, i.e. the frames its video decodes to (footer only)."""
+    return int(_open(path).metadata.num_rows)
+
+
+def read_columns(path: str | os.PathLike, columns: Sequence[str]) -> pa.Table:
+    """Some columns of a faces table (an Arrow table), after checking they are there."""
+    pf = _open(path)
+    _require_columns(pf.schema_arrow.names, columns, path)
+    return pf.read(columns=list(columns))
+
+
+def has_face(path: str | os.PathLike) -> bool:
+    """Whether any frame of the faces table has a face (status not ``lost``)."""
+    import pyarrow.compute as pc
+
+    status = read_columns(path, ["status"])["status"]
+    return status.length() > 0 and bool(pc.any(pc.not_equal(status, "lost")).as_py())
+
+
+def stream_landmarks(path: str | os.PathLike, *, batch_rows: int = 256) -> tuple[int, Iterator[tuple[int, str, np.ndarray]]]:
+    """Stream ``(frame, status, landmarks)`` of each row, reading ``batch_rows`` rows at a time.
+
+    Parameters
+    ----------
+    path : path
+        ``results/{ds}/faces/{video}.parquet``.
+    batch_rows : int, keyword-only
+        Rows decoded per read (bounds memory).
+
+    Returns
+    -------
+    n_rows : int
+        Rows of the table.
+    rows : iterator of (int, str, (68, 2) float64)
+        Frame number, status and landmarks (NaN where lost) of each row, in order. Raises
+        :class:`DatasetError` at a row whose ``frame`` is not its row index (one row per decoded
+        frame, in order).
+
+    Raises
+    ------
+    DatasetError
+        Missing file, not Parquet, or missing ``frame``/``status``/landmark columns.
+    """
+    pf = _open(path)
+    columns = ["frame", "status", *X_COLUMNS, *Y_COLUMNS]
+    _require_columns(pf.schema_arrow.names, columns, path)
+
+    def rows() -> Iterator[tuple[int, str, np.ndarray]]:
+        index = 0
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=columns):
+            frames = batch.column("frame").to_numpy(zero_copy_only=False)
+            status = batch.column("status").to_pylist()
+            xs = np.stack([batch.column(c).to_numpy(zero_copy_only=False) for c in X_COLUMNS], axis=1)
+            ys = np.stack([batch.column(c).to_numpy(zero_copy_only=False) for c in Y_COLUMNS], axis=1)
+            pts = np.stack([xs, ys], axis=2).astype(np.float64)
+            for j in range(len(frames)):
+                if int(frames[j]) != index:
+                    raise DatasetError(f"faces table row {index} is for frame {int(frames[j])}, expected {index} "
+                                       "(one row per decoded frame, in order)", path=path)
+                yield index, status[j], pts[j]
+                index += 1
+
+    return int(pf.metadata.num_rows), rows()
 
 
 def _decode_metadata(raw: dict[bytes, bytes], path) -> dict[str, Any]:
@@ -171,19 +261,11 @@ def read_faces(path: str | os.PathLike) -> FacesTrack:
     DatasetError
         Missing file, not Parquet, not a faces table, missing columns, or rows not one per frame.
     """
-    import pyarrow.parquet as pq
-
     path = Path(path)
-    if not path.is_file():
-        raise DatasetError("faces table does not exist", path=path, hint="run the faces stage first")
-    try:
-        table = pq.read_table(path)
-    except Exception as exc:  # pyarrow raises several types for non-parquet input
-        raise DatasetError(f"cannot read faces table as Parquet ({exc})", path=path) from None
-    meta = _decode_metadata(table.schema.metadata or {}, path)
-    missing = [c for c in COLUMNS if c not in table.column_names]
-    if missing:
-        raise DatasetError(f"faces table lacks column(s) {', '.join(missing[:6])}", path=path)
+    pf = _open(path)
+    meta = _decode_metadata(pf.schema_arrow.metadata or {}, path)
+    _require_columns(pf.schema_arrow.names, COLUMNS, path)
+    table = pf.read()
 
     def col(name: str, dtype) -> np.ndarray:
         return table.column(name).to_numpy().astype(dtype, copy=False)

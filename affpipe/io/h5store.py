@@ -581,7 +581,7 @@ def static_specs(size: int) -> list[DatasetSpec]:
         ),
         DatasetSpec(
             "sfs", (size, size, 3), "uint8",
-            "static facial shape: 15 semantic regions in fixed colours (affpipe.sfs.REGIONS, file attribute "
+            "static facial shape: 15 semantic regions in fixed colours (affpipe.static.sfs.REGIONS, file attribute "
             "sfs_regions), black outside the landmarks' convex hull",
             image=True, attrs={"channel_order": "RGB", "value_range": [0, 255]},
         ),

@@ -114,7 +114,7 @@ def real_aligned_landmarks(size: int = 224) -> np.ndarray:
     """(K, 68, 2) aligned landmarks of the clip's detected faces plus the astronaut photo."""
     from skimage import data
 
-    from affpipe import align
+    from affpipe.static import align
 
     clip, faces = clip_and_faces()
     table = pq.read_table(faces)

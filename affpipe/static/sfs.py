@@ -1,7 +1,7 @@
 """Static facial shape image (SFS): 15 semantic face regions, each a fixed colour, on black.
 
 Pure functions on aligned landmarks (``(68, 2)`` crop coordinates, iBUG 300-W order; see
-:mod:`affpipe.align`). "left"/"right" are the *image* sides (``eye_left`` is points 36-41, on the
+:mod:`affpipe.static.align`). "left"/"right" are the *image* sides (``eye_left`` is points 36-41, on the
 left of the image, i.e. the subject's right eye).
 
 :data:`REGIONS` is the single definition of the regions: a polygon over landmark indices (filled),
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from affpipe.align import _SHIFT, fixed_point, hull_mask, inter_ocular
+from affpipe.static.align import _SHIFT, fixed_point, hull_mask, inter_ocular
 
 
 @dataclass(frozen=True)
