@@ -125,10 +125,10 @@ def file_bytes_per_row(path: Path, n: int) -> dict[str, float]:
 def storage_options(dfm: np.ndarray, workdir: Path) -> None:
     import h5py
 
-    from affpipe.commands.dynamic import quantize_exact_zero
+    from affpipe.io.encoding import quantize_uint8
 
     raw = SIZE * SIZE * 3
-    q, _, _ = quantize_exact_zero(dfm)
+    q, _, _ = quantize_uint8(dfm)
     f16 = dfm.astype(np.float16)
     options = [
         ("uint8 + scale/offset", q, "gzip", 1, False),

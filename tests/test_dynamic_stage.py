@@ -11,8 +11,8 @@ import pytest
 
 from affpipe import __version__, masks, rankpool
 from affpipe.cli import main
-from affpipe.commands.dynamic import quantize_exact_zero
 from affpipe.config import section_settings
+from affpipe.io.encoding import quantize_uint8 as quantize_exact_zero
 from affpipe.io.h5store import StoreReader, static_specs
 from affpipe.windows import WindowSpec
 from support.static_support import clip_and_faces

@@ -10,11 +10,11 @@ import pytest
 
 from affpipe import __version__
 from affpipe.errors import AffpipeError
+from affpipe.io.encoding import quantize_uint8
 from affpipe.io.h5store import (
     DatasetSpec,
     StoreReader,
     StoreWriter,
-    quantize_uint8,
 )
 
 S = 16

@@ -14,7 +14,8 @@ import pytest
 
 from affpipe.cli import main
 from affpipe.commands.show import display_image
-from affpipe.io.h5store import DatasetSpec, StoreReader, StoreWriter, quantize_uint8, static_specs
+from affpipe.io.encoding import quantize_uint8
+from affpipe.io.h5store import DatasetSpec, StoreReader, StoreWriter, static_specs
 from affpipe.io.video import iter_frames
 from affpipe.static import align, sfs
 from support.static_support import clip_and_faces

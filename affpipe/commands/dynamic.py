@@ -6,7 +6,8 @@ Reads ``results/{ds}/static/{video}.h5`` (SFA/SFS per frame) as a stream and wri
 * ``frame`` (window's last frame), ``valid`` (False: the window had a frame without a face; its
   images are zeros, nothing is invented);
 * ``dfa``, ``dfs``, ``dfm`` (n, S, S, 3) -- per ``storage``: uint8 with per-row ``<name>_scale`` /
-  ``<name>_offset`` (value = q * scale + offset; 0 is exact) or float16;
+  ``<name>_offset`` (value = q * scale + offset; 0 is exact: the zero-exact grid of
+  :func:`affpipe.io.encoding.quantize_uint8`) or float16;
 * ``mask_a``, ``mask_s`` (n, S, S, 1) uint8 0/1 (see :mod:`affpipe.masks` for which pixels);
 * ``ranked_share`` and ``kkt_residual`` (n, 2) float32, columns (dfa, dfs): the share of the
   window's T(T-1)/2 pairs the image ranks correctly, and the RankSVM's KKT residual, measured against
@@ -41,8 +42,6 @@ SOURCE = {"dfa": "sfa", "dfs": "sfs"}
 DIAG_COLUMNS = ("dfa", "dfs")
 #: static rows decoded per read
 READ_ROWS = 32
-#: levels used by the uint8 encoding (254 steps, so that 0 can sit exactly on a level)
-QUANT_STEPS = 254
 #: fewest windows worth a worker process of their own
 MIN_WINDOWS_PER_PART = 128
 #: skipped window frames listed in the log and the file attributes (the full list is frame[~valid])
@@ -73,46 +72,6 @@ def register(subparsers) -> None:
     p.add_argument("--threads", type=int, default=1, help="worker processes (windows are split into contiguous ranges)")
     add_settings_arg(p, what="dynamic-stage")
     p.set_defaults(func=handler)
-
-
-# --------------------------------------------------------------------------------------------
-# storage encoding
-# --------------------------------------------------------------------------------------------
-def quantize_exact_zero(images):
-    """Per-row affine uint8 quantisation in which 0 is exactly representable.
-
-    Parameters
-    ----------
-    images : (k, ...) float
-        Finite values.
-
-    Returns
-    -------
-    q : (k, ...) uint8
-    scale, offset : (k,) float32
-        ``q.astype(float32) * scale + offset`` recovers every value to within ``scale / 2`` (plus
-        float32 rounding) and maps 0 to exactly 0. ``scale = (max(hi, 0) - min(lo, 0)) / 254``.
-    """
-    import cv2
-    import numpy as np
-
-    x = np.asarray(images)
-    if x.dtype != np.float32:
-        x = x.astype(np.float32)
-    k = x.shape[0]
-    flat = x.reshape(k, -1)
-    lo = np.minimum(flat.min(axis=1, initial=0.0), 0.0).astype(np.float64)
-    hi = np.maximum(flat.max(axis=1, initial=0.0), 0.0).astype(np.float64)
-    scale = ((hi - lo) / QUANT_STEPS).astype(np.float32)
-    scale[scale == 0] = np.float32(1.0)
-    zero = np.rint(-lo / scale.astype(np.float64))
-    # offset = -(zero * scale) evaluated in float32 exactly as the decoder does, so q = zero -> 0.0
-    offset = -(zero.astype(np.float32) * scale)
-    q = np.empty(x.shape, dtype=np.uint8)
-    for i in range(k):  # one fused, saturating, round-to-nearest pass per image
-        row = flat[i]
-        cv2.addWeighted(row, 1.0 / float(scale[i]), row, 0.0, float(zero[i]), dst=q[i].reshape(-1), dtype=cv2.CV_8U)
-    return q, scale, offset.astype(np.float32)
 
 
 def dynamic_specs(size: int, *, keep, storage: str) -> list:
@@ -184,6 +143,7 @@ def _encode_block(block, *, keep, storage: str, mask_tolerance: int) -> dict:
     import numpy as np
 
     from affpipe import masks
+    from affpipe.io.encoding import quantize_uint8
 
     k = len(block.ends)
     valid = block.valid
@@ -200,7 +160,7 @@ def _encode_block(block, *, keep, storage: str, mask_tolerance: int) -> dict:
         if name not in keep:
             continue
         if storage == "uint8":
-            q, scale, offset = quantize_exact_zero(img)
+            q, scale, offset = quantize_uint8(img)
             q[~valid] = 0
             scale[~valid] = np.nan
             offset[~valid] = np.nan

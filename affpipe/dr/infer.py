@@ -86,12 +86,12 @@ def encode(images: np.ndarray, valid: np.ndarray, *, storage: str) -> dict[str, 
         ``{"": q, "_scale": scale, "_offset": offset}`` for uint8 (invalid rows: 0 / NaN / NaN), or
         ``{"": float16 images}`` (invalid rows 0).
     """
-    from affpipe.io.h5store import quantize_uint8
+    from affpipe.io.encoding import quantize_uint8
 
     x = np.where(valid[:, None, None, None], np.asarray(images, dtype=np.float32), 0.0)
     if storage == "float16":
         return {"": x.astype(np.float16)}
-    q, scale, offset = quantize_uint8(x)
+    q, scale, offset = quantize_uint8(x, exact_zero=False)  # min-max: the DR stores' documented encoding
     q[~valid] = 0
     scale[~valid] = np.nan
     offset[~valid] = np.nan

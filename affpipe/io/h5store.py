@@ -15,8 +15,9 @@ enough to understand a file:
   (``"image"`` or ``"array"``) and any extras the stage gives (e.g. ``value_range``).
   A real-valued image stored as uint8 names its decoding datasets in the attributes
   ``scale_dataset`` and ``offset_dataset`` (both ``(n,)`` float32): ``value = uint8 * scale +
-  offset`` per row; :func:`quantize_uint8` produces them and :meth:`StoreReader.read_image`
-  applies them. float16/float32 images need no decoding.
+  offset`` per row; :func:`affpipe.io.encoding.quantize_uint8` produces them and
+  :meth:`StoreReader.read_image` applies them (:func:`affpipe.io.encoding.dequantize_uint8`).
+  float16/float32 images need no decoding.
 * **File attributes (provenance)**: ``format`` (:data:`FORMAT_NAME`), ``format_version``,
   ``affpipe_version``, ``stage``, ``settings`` (JSON of the validated stage settings),
   ``inputs`` (JSON list of ``{"path", "size", "mtime"}`` of each input file), ``created``
@@ -61,6 +62,7 @@ import numpy as np
 from affpipe import __version__
 from affpipe.errors import AffpipeError
 from affpipe.io.atomic import atomic_path
+from affpipe.io.encoding import dequantize_uint8
 
 FORMAT_NAME = "affpipe-h5store"
 FORMAT_VERSION = 1
@@ -141,33 +143,6 @@ def file_info(path: str | os.PathLike) -> dict[str, Any]:
         raise AffpipeError(f"input file cannot be read for provenance ({exc.strerror})", path=path) from None
     mtime = _dt.datetime.fromtimestamp(st.st_mtime, tz=_dt.timezone.utc).isoformat()
     return {"path": os.fspath(path), "size": int(st.st_size), "mtime": mtime}
-
-
-def quantize_uint8(images: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-row min-max quantisation of real-valued images to uint8.
-
-    Parameters
-    ----------
-    images : (n, H, W, C) float
-        Real-valued images (NaN not allowed).
-
-    Returns
-    -------
-    q : (n, H, W, C) uint8
-    scale : (n,) float32
-        ``(max - min) / 255`` per row (1 for constant rows).
-    offset : (n,) float32
-        ``min`` per row. ``q * scale + offset`` recovers each value to within ``scale / 2``.
-    """
-    x = np.asarray(images, dtype=np.float64)
-    n = x.shape[0]
-    flat = x.reshape(n, -1)
-    lo = flat.min(axis=1) if flat.size else np.zeros(n)
-    hi = flat.max(axis=1) if flat.size else np.zeros(n)
-    scale = (hi - lo) / 255.0
-    scale[scale == 0] = 1.0
-    q = np.rint((x - lo.reshape((n,) + (1,) * (x.ndim - 1))) / scale.reshape((n,) + (1,) * (x.ndim - 1)))
-    return np.clip(q, 0, 255).astype(np.uint8), scale.astype(np.float32), lo.astype(np.float32)
 
 
 def _command_line() -> str:
@@ -533,9 +508,7 @@ class StoreReader:
         ds, scale, offset = self._decoder(name)
         img = ds[row]
         if scale is not None or offset is not None:
-            s = np.float32(scale[row]) if scale is not None else np.float32(1.0)
-            o = np.float32(offset[row]) if offset is not None else np.float32(0.0)
-            img = img.astype(np.float32) * s + o
+            img = dequantize_uint8(img, None if scale is None else scale[row], None if offset is None else offset[row])
         return img
 
     def _decoder(self, name: str):

@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from affpipe.commands.dynamic import dynamic_specs, quantize_exact_zero
+from affpipe.commands.dynamic import dynamic_specs
 from affpipe.io.atomic import write_parquet
+from affpipe.io.encoding import quantize_uint8
 from affpipe.io.h5store import DatasetSpec, StoreWriter, static_specs
 
 SPAN = 5  # dynamic window span (frames)
@@ -75,7 +76,7 @@ def write_video(root: Path, video: str, *, n: int = 40, size: int = 32, phase: f
     out = {"frame": ends.astype(np.int32), "valid": wvalid}
     for name in ("dfa", "dfs", "dfm"):
         imgs = np.stack([dyn(e) if ok else np.zeros((size, size, 3), np.float32) for e, ok in zip(ends, wvalid)])
-        q, sc, of = quantize_exact_zero(imgs)
+        q, sc, of = quantize_uint8(imgs)
         q[~wvalid] = 0
         sc[~wvalid] = np.nan
         of[~wvalid] = np.nan
