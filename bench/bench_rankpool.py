@@ -5,8 +5,8 @@ Prints figures only (no asserts). On real aligned 224x224x3 SFA crops of the py-
 played forward then backward to reach ``--frames`` frames), T=20, stride 2, hop 1, one BLAS thread:
 
 1. DFIs/s of (a) the exact solver, (b) approximate rank pooling, both through the streaming engine
-   (:class:`affpipe.windows.SlidingDynamicImages`), and (c) scikit-learn ``LinearSVC`` per window on
-   the explicit pairs (a few windows, extrapolated), with the objective gap to the exact solution.
+   (:class:`affpipe.dynamic.windows.SlidingDynamicImages`), and (c) scikit-learn ``LinearSVC`` per
+   window on the explicit pairs (a few windows, extrapolated), with the objective gap to the exact solution.
 2. Pixel scale: share of dual variables at the bound and of correctly ranked pairs, unit vs byte.
 3. Storage: bytes per stored DFM frame under several encodings/filters (lossless w.r.t. the stored
    dtype, checked), the whole stage's file per window, a SEMAINE-size extrapolation (95 videos x
@@ -32,10 +32,10 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from affpipe import masks, rankpool  # noqa: E402
+from affpipe.dynamic import masks, rankpool  # noqa: E402
+from affpipe.dynamic.windows import SlidingDynamicImages, WindowSpec  # noqa: E402
 from affpipe.io.video import iter_frames  # noqa: E402
 from affpipe.resources import dlib_model_path, pyfeat_media  # noqa: E402
-from affpipe.windows import SlidingDynamicImages, WindowSpec  # noqa: E402
 
 VIDEO = "WolfgangLanger_Pexels.mp4"
 SIZE = 224
@@ -189,7 +189,7 @@ def main() -> None:
         solve_time[0] += time.process_time() - t0
         return out
 
-    import affpipe.windows as windows_mod
+    import affpipe.dynamic.windows as windows_mod
 
     windows_mod.rankpool.solve_ranksvm = timed
     t_exact, n_win, blocks = run_engine({"sfa": sfa}, order, solver="exact")

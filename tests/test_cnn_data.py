@@ -87,7 +87,7 @@ def test_loader_with_worker_processes_streams_the_same_batches(root):
 def test_missing_dataset_and_store_are_named(root, tmp_path):
     import shutil
 
-    from affpipe.commands.dynamic import dynamic_specs
+    from affpipe.dynamic.store import dynamic_specs
     from affpipe.io.h5store import StoreWriter
 
     path = tmp_path / "dynamic" / "v.h5"

@@ -9,12 +9,13 @@ import h5py
 import numpy as np
 import pytest
 
-from affpipe import __version__, masks, rankpool
+from affpipe import __version__
 from affpipe.cli import main
 from affpipe.config import section_settings
+from affpipe.dynamic import masks, rankpool
+from affpipe.dynamic.windows import WindowSpec
 from affpipe.io.encoding import quantize_uint8 as quantize_exact_zero
 from affpipe.io.h5store import StoreReader, static_specs
-from affpipe.windows import WindowSpec
 from support.static_support import clip_and_faces
 
 SIZE = 32
@@ -106,7 +107,7 @@ def test_values_match_references(static_store, dynamic_store):
 
 
 def test_threads_give_identical_output(static_store, dynamic_store, monkeypatch):
-    import affpipe.commands.dynamic as dyn
+    import affpipe.dynamic.run as dyn
 
     monkeypatch.setattr(dyn, "MIN_WINDOWS_PER_PART", 1)  # split even this short clip into 2 worker processes
     out = static_store.parent / "dyn2" / "clip.h5"

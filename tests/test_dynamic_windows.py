@@ -1,12 +1,12 @@
-"""Window geometry and the streaming dynamic-image engine (affpipe.windows) against per-window references."""
+"""Window geometry and the streaming dynamic-image engine (affpipe.dynamic.windows) against per-window references."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from affpipe import masks, rankpool
-from affpipe.windows import SlidingDynamicImages, WindowSpec, dense_validity, window_validity
+from affpipe.dynamic import masks, rankpool
+from affpipe.dynamic.windows import SlidingDynamicImages, WindowSpec, dense_validity, window_validity
 
 SHAPE = (6, 5, 3)
 

@@ -1,11 +1,11 @@
-"""Stable/dynamic pixels, the DFM masks and the fusion (affpipe.masks) on hand-made windows."""
+"""Stable/dynamic pixels, the DFM masks and the fusion (affpipe.dynamic.masks) on hand-made windows."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from affpipe import masks
+from affpipe.dynamic import masks
 
 
 def _window(t_len: int = 4, size: int = 5) -> np.ndarray:

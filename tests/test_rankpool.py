@@ -1,4 +1,4 @@
-"""Exact RankSVM dynamic images and approximate rank pooling (affpipe.rankpool).
+"""Exact RankSVM dynamic images and approximate rank pooling (affpipe.dynamic.rankpool).
 
 The exact solver is checked against scikit-learn's LinearSVC on the explicit pair differences (random
 and real-video windows), and against closed forms: the all-at-bound regime C <= C*, where the exact
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from sklearn.svm import LinearSVC
 
-from affpipe import rankpool as rp
+from affpipe.dynamic import rankpool as rp
 from affpipe.io.video import iter_frames
 from affpipe.resources import dlib_model_path, pyfeat_media  # noqa: F401  (dlib models ship with affpipe)
 

@@ -12,7 +12,7 @@ Implements Song et al., *Inferring Dynamic Representations of Facial Actions fro
 * :mod:`affpipe.dr.train`    -- seeded, resumable training with per-epoch validation;
 * :mod:`affpipe.dr.infer`    -- DR inference for every valid frame, the DR store, the MDR input;
 * :mod:`affpipe.dr.ranking`  -- ranking-accuracy evaluation against the per-window RankSVM upper
-  bound (the exact solver of :mod:`affpipe.rankpool`) and chance.
+  bound (the exact solver of :mod:`affpipe.dynamic.rankpool`) and chance.
 
 Pixel scaling (one convention everywhere): a static SFA pixel ``q`` (uint8) enters both the UNet
 and the scores as ``q / 255`` (:data:`PIXEL_SCALE`, values in [0, 1], 0 outside the face hull).

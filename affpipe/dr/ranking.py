@@ -11,7 +11,7 @@ Three rankers are scored on exactly the same windows and pairs:
 * **RankSVM upper bound**: for each window, the linear RankSVM trained on that window's own pairs
   (``λ/2 ||d||² + (1/M) Σ_pairs max(0, 1 - δ_ab)``, M = T(T+1)), i.e. the best a linear ranker can do
   when it sees the frames it ranks (:func:`ranksvm_deltas`). Solved exactly with the
-  Newton/active-set solver of :mod:`affpipe.rankpool` (KKT residual reported);
+  Newton/active-set pair-QP solver of :mod:`affpipe.dynamic.rankpool` (KKT residual reported);
 * **similarity baseline**: ``d_t = I_t - mean(I_t)``, no learning (:func:`similarity_deltas`):
   frames nearer in time tend to look more like I_t, so this already ranks above chance; a DR has
   to beat it to show that it learnt something about facial motion.
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from affpipe import rankpool
+from affpipe.dynamic import rankpool
 from affpipe.dr import PIXEL_SCALE
 from affpipe.dr.windows import n_pairs, pair_sides, same_side_pairs
 
@@ -87,56 +87,6 @@ def centre_gram(frames: np.ndarray, *, T: int, scale: float = PIXEL_SCALE) -> np
     return (e @ np.swapaxes(e, 1, 2)) * (scale * scale)
 
 
-def solve_pair_qp(z_mat: np.ndarray, C: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Dual box QP ``max 1ᵀα - ½ αᵀ Z Zᵀ α, 0 <= α <= C`` for a batch, with :mod:`affpipe.rankpool`'s solver.
-
-    This is the driver loop of :func:`affpipe.rankpool.solve_ranksvm` (Huber-smoothed Newton
-    continuation, exact active-set polish, KKT check to :data:`affpipe.rankpool.KKT_TOLERANCE`) for
-    an arbitrary pair set; ``solve_ranksvm`` hard-wires the running-mean pairs of the DFM paper.
-
-    Parameters
-    ----------
-    z_mat : (B, M, r) float64
-        Pair vectors in a reduced basis (``Z Zᵀ`` = the pairs' Gram matrix).
-    C : float
-        Box bound γ/λ.
-
-    Returns
-    -------
-    alpha : (B, M) float64
-    kkt_residual : (B,) float64
-    iterations : (B,) int64
-    """
-    b, m, _ = z_mat.shape
-    alpha = np.zeros((b, m))
-    residual = np.full(b, np.inf)
-    iterations = np.zeros(b, dtype=np.int64)
-    u = C * z_mat.sum(axis=1)  # all α = C: exact when every pair is inside the margin
-    delta = np.zeros((b, 1))
-    todo = np.arange(b)
-    stage_done = np.ones(b, dtype=bool)
-    while todo.size:
-        zt = z_mat[todo]
-        if iterations[todo].any():
-            u_new, conv = rankpool._newton_step(zt, u[todo], C, delta[todo])
-            u[todo] = u_new
-            stage_done[todo] = conv
-        iterations[todo] += 1
-        pol = np.flatnonzero(stage_done[todo])
-        if pol.size:
-            tp = todo[pol]
-            z = 1.0 - (zt[pol] @ u[tp][..., None])[..., 0]
-            a, res = rankpool._polish(zt[pol], z, C, delta[tp, 0])
-            better = res < residual[tp]
-            alpha[tp[better]] = a[better]
-            residual[tp[better]] = res[better]
-        todo = todo[(residual[todo] > rankpool.KKT_TOLERANCE) & (iterations[todo] <= rankpool.MAX_ITER)]
-        nxt = todo[stage_done[todo]]
-        delta[nxt] = np.where(delta[nxt] == 0, rankpool.SMOOTHING_START, delta[nxt] * rankpool.SMOOTHING_FACTOR)
-        todo = todo[delta[todo, 0] >= rankpool.SMOOTHING_MIN]
-    return alpha, residual, iterations - 1
-
-
 def ranksvm_deltas(frames: np.ndarray, *, T: int, lam: float, scale: float = PIXEL_SCALE) -> tuple[np.ndarray, np.ndarray]:
     """δ_ab of each window's own RankSVM solution on its same-side pairs (the upper bound).
 
@@ -161,19 +111,10 @@ def ranksvm_deltas(frames: np.ndarray, *, T: int, lam: float, scale: float = PIX
     if not lam > 0:
         raise ValueError(f"lambda must be > 0, got {lam}")
     h = centre_gram(frames, T=T, scale=scale)
-    n = h.shape[-1]
-    # H = R Rᵀ (ridge relative to the mean diagonal, as in rankpool, for repeated frames)
-    tr = np.maximum(np.trace(h, axis1=1, axis2=2) / n, np.finfo(float).tiny)
-    try:
-        root = np.linalg.cholesky(h + (rankpool.CHOLESKY_RIDGE * tr)[:, None, None] * np.eye(n))
-    except np.linalg.LinAlgError:
-        evals, evecs = np.linalg.eigh(h)
-        top = np.maximum(evals[:, -1:], 0.0)
-        evals = np.where(evals > rankpool.EIGEN_RTOL * n * top, evals, 0.0)
-        root = evecs * np.sqrt(evals)[:, None, :]
-    z_mat = np.einsum("mj,bjr->bmr", centre_pair_matrix(T), root)
+    # H = R Rᵀ (ridged for repeated frames, as in rankpool)
+    z_mat = np.einsum("mj,bjr->bmr", centre_pair_matrix(T), rankpool.gram_root(h))
     C = 1.0 / (n_pairs(T) * lam)
-    alpha, residual, _ = solve_pair_qp(z_mat, C)
+    alpha, residual, _ = rankpool.solve_pair_qp(z_mat, C)
     # margins from the exact pair Gram matrix K = P H Pᵀ (not from the ridged root): pairs of
     # identical frames get exactly δ = 0, a tie, instead of a rounding-level "success"
     p = centre_pair_matrix(T)
@@ -199,7 +140,7 @@ def ranksvm_direction(frames: np.ndarray, *, T: int, lam: float, scale: float = 
     keep = evals > rankpool.EIGEN_RTOL * n * max(evals[-1], 0.0)
     root = evecs[:, keep] * np.sqrt(evals[keep])
     z_mat = (centre_pair_matrix(T) @ root)[None]
-    alpha, _, _ = solve_pair_qp(z_mat, 1.0 / (n_pairs(T) * lam))
+    alpha, _, _ = rankpool.solve_pair_qp(z_mat, 1.0 / (n_pairs(T) * lam))
     xf = x.reshape(x.shape[0], -1).astype(np.float64) * scale
     near, far = same_side_pairs(T)
     d = alpha[0] @ (xf[near] - xf[far])

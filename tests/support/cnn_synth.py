@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from affpipe.commands.dynamic import dynamic_specs
+from affpipe.dynamic.store import dynamic_specs
 from affpipe.io.atomic import write_parquet
 from affpipe.io.encoding import quantize_uint8
 from affpipe.io.h5store import DatasetSpec, StoreWriter, static_specs

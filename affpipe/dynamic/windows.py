@@ -23,13 +23,13 @@ windows (never the whole video):
   products per window are computed; every other entry of the window's Gram matrix is reused from
   earlier windows;
 * the RankSVM QPs of a block of windows (all streams) are solved together
-  (:func:`affpipe.rankpool.solve_ranksvm`), and each dynamic image is one weighted sum of the
+  (:func:`affpipe.dynamic.rankpool.solve_ranksvm`), and each dynamic image is one weighted sum of the
   window's T-1 differences;
 * memory traffic, not arithmetic, bounds both the dot products and the weighted sums (each touches
   T-1 rows of 4*H*W*C bytes), so both are done as matrix products over :data:`GROUP` consecutive
   rows/windows of one chain of frames (frames ``≡ r mod stride``), reading each row once per group;
 * stable pixels (for the masks, tolerance 0) come from a per-pixel run length of "equal to the
-  previous sampled frame", updated once per frame (:func:`affpipe.masks.update_stable_run`).
+  previous sampled frame", updated once per frame (:func:`affpipe.dynamic.masks.update_stable_run`).
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
-from affpipe import masks as masks_mod
-from affpipe import rankpool
+from affpipe.dynamic import masks as masks_mod
+from affpipe.dynamic import rankpool
 
 #: Windows whose QPs are solved in one batch (bounds memory: the block's Δ rows are buffered).
 BLOCK_WINDOWS = 64

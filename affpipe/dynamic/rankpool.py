@@ -14,7 +14,7 @@ Gram matrix of the frames, ``A`` the running-mean matrix, ``P`` the pair-differe
 T-1 *consecutive differences* ``Δ_j = I_{j+1} - I_j`` instead of ``G`` (``x = S Δ`` with
 ``S = P A B``, :func:`delta_pair_matrix`): the pairs' inner products are then sums of products of
 small numbers, with none of the cancellation ``G_qq + G_tt - 2 G_qt`` suffers, and overlapping windows
-share the Δ dot products (the streaming code in :mod:`affpipe.windows` computes each one once).
+share the Δ dot products (the streaming code in :mod:`affpipe.dynamic.windows` computes each one once).
 
 The QP is solved in the r <= T-1 dimensional space spanned by the window (``H = R Rᵀ``, ``Z = S R``,
 ``u = Zᵀα``, ``||d|| = ||u||``), for a whole batch of windows at once:
@@ -32,7 +32,8 @@ The QP is solved in the r <= T-1 dimensional space spanned by the window (``H = 
    the relative duality gap of every window are reported, never hidden.
 
 For T = 20 that is a 19-dimensional problem with 190 pairs: typically 5-7 Newton iterations, each a
-batched 19 x 19 solve, and one to three polishes.
+batched 19 x 19 solve, and one to three polishes. Steps 1-3 are :func:`solve_pair_qp`, public for
+other pair sets (the DR ranking bound of :mod:`affpipe.dr.ranking`), with :func:`gram_root`.
 
 **Approximate** (:func:`approx_coefficients`, Bilen et al. 2016): the frame weights
 ``α_t = 2(T-t+1) - (T+1)(H_T - H_{t-1})``. They are exactly ``Σ_{t<q} (V_q - V_t)`` written as a
@@ -58,7 +59,7 @@ import numpy as np
 #: Accepted KKT residual of the exact solver, in margin units (the target margin is 1): every pair
 #: with α = 0 has margin >= 1 - tol, with α = C margin <= 1 + tol, free pairs |margin - 1| <= tol,
 #: and 0 - tol*C <= α <= C + tol*C. Measured against the Gram matrix the solver is given (the
-#: streaming code of :mod:`affpipe.windows` gives float32 dot products; against the float64 Gram
+#: streaming code of :mod:`affpipe.dynamic.windows` gives float32 dot products; against the float64 Gram
 #: matrix the same solutions have residuals up to ~1e-7, see docs/dynamic.md).
 KKT_TOLERANCE = 1e-9
 #: Smoothing widths of the Huber-hinge continuation: start, factor per stage, last stage tried.
@@ -199,7 +200,7 @@ def delta_gram_from_frame_gram(frame_gram: np.ndarray) -> np.ndarray:
 
     ``H = D G Dᵀ`` with D the (T-1, T) difference matrix. Mathematically exact, but it subtracts
     large, nearly equal dot products (``G_{j+1,l+1} - G_{j+1,l} - ...``): prefer computing H from
-    the differences themselves (as :mod:`affpipe.windows` does) when the frames are at hand.
+    the differences themselves (as :mod:`affpipe.dynamic.windows` does) when the frames are at hand.
 
     Parameters
     ----------
@@ -566,8 +567,37 @@ def _kkt_residual(z_mat: np.ndarray, alpha: np.ndarray, C: float) -> np.ndarray:
     return viol.max(axis=1) if viol.shape[1] else np.zeros(len(alpha))
 
 
+def gram_root(gram: np.ndarray) -> np.ndarray:
+    """A square root R of each Gram matrix of a batch, ``H ≈ R Rᵀ`` (for the reduced pair vectors).
+
+    Cholesky is ~20x cheaper than an eigendecomposition for these tiny matrices; a relative ridge of
+    :data:`CHOLESKY_RIDGE` times the mean diagonal (far below the float32 rounding of H itself) keeps
+    it defined for singular H (repeated frames), and when it still fails the eigendecomposition is
+    used, with eigenvalues below :data:`EIGEN_RTOL` (relative) treated as 0.
+
+    Parameters
+    ----------
+    gram : (B, n, n) float64
+        Symmetric positive semi-definite.
+
+    Returns
+    -------
+    (B, n, n) float64
+    """
+    n = gram.shape[-1]
+    scale = np.maximum(np.trace(gram, axis1=1, axis2=2) / n, np.finfo(float).tiny)
+    ridged = gram + (CHOLESKY_RIDGE * scale)[:, None, None] * np.eye(n)
+    try:
+        return np.linalg.cholesky(ridged)
+    except np.linalg.LinAlgError:
+        evals, evecs = np.linalg.eigh(gram)
+        top = np.maximum(evals[:, -1:], 0.0)
+        evals = np.where(evals > EIGEN_RTOL * n * top, evals, 0.0)
+        return evecs * np.sqrt(evals)[:, None, :]
+
+
 def _reduced_pairs(delta_gram: np.ndarray) -> np.ndarray:
-    """Pair vectors in the window's own coordinates: ``Z = S R`` with ``H = R Rᵀ``.
+    """Pair vectors in the window's own coordinates: ``Z = S R`` with ``H = R Rᵀ`` (:func:`gram_root`).
 
     Parameters
     ----------
@@ -578,20 +608,68 @@ def _reduced_pairs(delta_gram: np.ndarray) -> np.ndarray:
     (B, M, T-1) float64, with ``Z Zᵀ = K`` (the pair Gram matrix).
     """
     n = delta_gram.shape[-1]
-    # H = R Rᵀ. Cholesky is ~20x cheaper than an eigendecomposition for these tiny matrices; a
-    # relative ridge of CHOLESKY_RIDGE (far below the float32 rounding of H itself) keeps it
-    # defined for singular H (repeated frames), and eigh handles whatever still fails.
-    scale = np.maximum(np.trace(delta_gram, axis1=1, axis2=2) / n, np.finfo(float).tiny)
-    ridged = delta_gram + (CHOLESKY_RIDGE * scale)[:, None, None] * np.eye(n)
-    try:
-        root = np.linalg.cholesky(ridged)
-    except np.linalg.LinAlgError:
-        evals, evecs = np.linalg.eigh(delta_gram)
-        top = np.maximum(evals[:, -1:], 0.0)
-        evals = np.where(evals > EIGEN_RTOL * n * top, evals, 0.0)
-        root = evecs * np.sqrt(evals)[:, None, :]
     s = delta_pair_matrix(n + 1)
-    return np.einsum("mj,bjr->bmr", s, root)
+    return np.einsum("mj,bjr->bmr", s, gram_root(delta_gram))
+
+
+def solve_pair_qp(z_mat: np.ndarray, C: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Dual box QP ``max_α 1ᵀα - ½ αᵀ Z Zᵀ α, 0 <= α <= C`` of a linear RankSVM, for a batch.
+
+    The solver of :func:`solve_ranksvm` for any pair set (the DR ranking bound of
+    :mod:`affpipe.dr.ranking` uses it on its bidirectional pairs): starting from α = C for every pair
+    (exact when every pair is inside the margin), Newton's method on the Huber-smoothed hinge
+    (widths :data:`SMOOTHING_START` times powers of :data:`SMOOTHING_FACTOR` down to
+    :data:`SMOOTHING_MIN`), an exact active-set polish after each smoothed problem, until the KKT
+    residual is at most :data:`KKT_TOLERANCE` or :data:`MAX_ITER` Newton iterations are spent.
+
+    Parameters
+    ----------
+    z_mat : (B, M, r) float64
+        Pair vectors in a reduced basis (``Z Zᵀ`` = the pairs' Gram matrix), e.g. the pair
+        matrix times :func:`gram_root` of the frames' (or differences') Gram matrix.
+    C : float
+        Box bound γ/λ.
+
+    Returns
+    -------
+    alpha : (B, M) float64
+        Dual variables in [0, C]; the primal solution is ``Σ_k α_k x_k``.
+    kkt_residual : (B,) float64
+        Largest KKT violation in margin units (reported, never hidden, when above the tolerance).
+    iterations : (B,) int64
+        Newton iterations used.
+    """
+    b, m, _ = z_mat.shape
+    alpha = np.zeros((b, m))
+    residual = np.full(b, np.inf)
+    iterations = np.zeros(b, dtype=np.int64)
+    # Start from all α = C (Bilen's approximate solution, scaled), which is exact when C <= C*:
+    # the first polish (δ = 0) puts every pair with margin <= 1 at C.
+    u = C * z_mat.sum(axis=1)
+    delta = np.zeros((b, 1))
+    todo = np.arange(b)
+    stage_done = np.ones(b, dtype=bool)
+    while todo.size:
+        zt = z_mat[todo]
+        if iterations[todo].any():
+            u_new, conv = _newton_step(zt, u[todo], C, delta[todo])
+            u[todo] = u_new
+            stage_done[todo] = conv
+        iterations[todo] += 1
+        pol = np.flatnonzero(stage_done[todo])  # polish once a smoothed problem is solved
+        if pol.size:
+            tp = todo[pol]
+            z = 1.0 - (zt[pol] @ u[tp][..., None])[..., 0]
+            a, res = _polish(zt[pol], z, C, delta[tp, 0])
+            better = res < residual[tp]
+            alpha[tp[better]] = a[better]
+            residual[tp[better]] = res[better]
+        todo = todo[(residual[todo] > KKT_TOLERANCE) & (iterations[todo] <= MAX_ITER)]
+        # a smoothed problem solved without revealing the active sets: smooth less
+        nxt = todo[stage_done[todo]]
+        delta[nxt] = np.where(delta[nxt] == 0, SMOOTHING_START, delta[nxt] * SMOOTHING_FACTOR)
+        todo = todo[delta[todo, 0] >= SMOOTHING_MIN]
+    return alpha, residual, iterations - 1
 
 
 def solve_ranksvm(delta_gram: np.ndarray, *, lam: float) -> RankSvmSolution:
@@ -620,42 +698,11 @@ def solve_ranksvm(delta_gram: np.ndarray, *, lam: float) -> RankSvmSolution:
     if not lam > 0:
         raise ValueError(f"lambda must be > 0, got {lam}")
     h = 0.5 * (h + np.swapaxes(h, 1, 2))
-    b, n, _ = h.shape
+    n = h.shape[1]
     window = n + 1
     C = rank_gamma(window) / lam
     zmat = _reduced_pairs(h)  # (B, M, r)
-    m = zmat.shape[1]
-
-    alpha = np.zeros((b, m))
-    residual = np.full(b, np.inf)
-    iterations = np.zeros(b, dtype=np.int64)
-    # Start from all α = C (Bilen's approximate solution, scaled), which is exact when C <= C*:
-    # the first polish (δ = 0) puts every pair with margin <= 1 at C.
-    u = C * zmat.sum(axis=1)
-    delta = np.zeros((b, 1))
-    todo = np.arange(b)
-    stage_done = np.ones(b, dtype=bool)
-    while todo.size:
-        zt = zmat[todo]
-        if iterations[todo].any():
-            u_new, conv = _newton_step(zt, u[todo], C, delta[todo])
-            u[todo] = u_new
-            stage_done[todo] = conv
-        iterations[todo] += 1
-        pol = np.flatnonzero(stage_done[todo])  # polish once a smoothed problem is solved
-        if pol.size:
-            tp = todo[pol]
-            z = 1.0 - (zt[pol] @ u[tp][..., None])[..., 0]
-            a, res = _polish(zt[pol], z, C, delta[tp, 0])
-            better = res < residual[tp]
-            alpha[tp[better]] = a[better]
-            residual[tp[better]] = res[better]
-        todo = todo[(residual[todo] > KKT_TOLERANCE) & (iterations[todo] <= MAX_ITER)]
-        # a smoothed problem solved without revealing the active sets: smooth less
-        nxt = todo[stage_done[todo]]
-        delta[nxt] = np.where(delta[nxt] == 0, SMOOTHING_START, delta[nxt] * SMOOTHING_FACTOR)
-        todo = todo[delta[todo, 0] >= SMOOTHING_MIN]
-    iterations -= 1
+    alpha, residual, iterations = solve_pair_qp(zmat, C)
 
     u = np.einsum("bmr,bm->br", zmat, alpha)
     margins = np.einsum("bmr,br->bm", zmat, u)
