@@ -1,10 +1,10 @@
-"""Validation of ``workflow_config.yaml`` against the JSON schema in ``rules/schemas/``.
+"""Validation of ``workflow_config.yaml`` against the JSON schema in ``affpipe/schemas/``.
 
 The schema is the single source of defaults: :func:`validate_config` fills them in for the whole
 config (the Snakefile calls it), and :func:`section_settings` fills them in for one stage's settings
 (the CLI calls it), so a stage run by hand behaves like the same stage run by Snakemake.
 
-The schema is split into one file per section (``rules/schemas/<section>.schema.yaml``), joined by
+The schema is split into one file per section (``affpipe/schemas/<section>.schema.yaml``), joined by
 ``$ref`` from ``config.schema.yaml``.
 
 Values are typed by the schema before they are validated (:func:`coerce`): Snakemake hands nested
@@ -32,7 +32,8 @@ from referencing.jsonschema import DRAFT7
 
 from affpipe.errors import ConfigError
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "rules" / "schemas"
+#: the schema files, shipped inside the package (package data), so an installed affpipe finds them
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 ROOT_SCHEMA = "config.schema.yaml"
 SCHEMA_SUFFIX = ".schema.yaml"
 #: Where a value not set by any override comes from (the Snakefile's `configfile:`).
@@ -55,7 +56,7 @@ def _retrieve(uri: str) -> Resource:
 
 @functools.lru_cache(maxsize=None)
 def load_schema(name: str = ROOT_SCHEMA) -> dict[str, Any]:
-    """Load one schema file from ``rules/schemas/``."""
+    """Load one schema file from ``affpipe/schemas/``."""
     path = SCHEMA_DIR / name
     return yaml.safe_load(path.read_text())
 
@@ -451,6 +452,6 @@ def _dataset_sections() -> tuple[str, ...]:
 
 
 def section_settings(section: str, settings: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Defaults of one stage's settings (``rules/schemas/<section>.schema.yaml``) merged with ``settings``."""
+    """Defaults of one stage's settings (``affpipe/schemas/<section>.schema.yaml``) merged with ``settings``."""
     instance = copy.deepcopy(settings or {})
     return validate(instance, f"{section}.schema.yaml", prefix=section)

@@ -198,3 +198,44 @@ def test_config_is_data_only():
     for path in [ROOT / "Snakefile", *(ROOT / "rules").glob("*.smk")]:
         text = path.read_text()
         assert not re.search(r"\b(eval|exec)\(|yaml\.(unsafe_)?load\(", text), path
+
+
+def test_plain_install_finds_the_schemas(tmp_path):
+    """`pip install .` (not editable) ships the config schemas as package data: in a fresh venv whose
+    only affpipe is the installed wheel, `python -m affpipe config-docs`, run from another directory,
+    prints the same document as the source tree (issue 14 §6). The dependencies come from this
+    environment's site-packages (a .pth line: its own .pth files, e.g. the editable install's
+    finder, are not read), the wheel is built from a copy of the sources without build isolation."""
+    import os
+    import site
+    import subprocess
+    import sys
+    import sysconfig
+
+    from affpipe.commands.config_docs import render
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    shutil.copytree(ROOT / "affpipe", src / "affpipe", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    py = venv / "bin" / "python"
+    purelib = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    deps = [p for p in {sysconfig.get_path("purelib"), *site.getsitepackages()} if Path(p).is_dir()]
+    Path(purelib, "deps.pth").write_text("".join(f"{p}\n" for p in deps))
+    res = subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "--quiet", "--no-deps",
+                          "--no-build-isolation", "--no-index", str(src)],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    run_dir = tmp_path / "elsewhere"
+    run_dir.mkdir()
+    res = subprocess.run([str(py), "-m", "affpipe", "config-docs"], capture_output=True, text=True, timeout=120,
+                         cwd=run_dir, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    found = subprocess.run([str(py), "-c", "import affpipe.config as c; print(c.SCHEMA_DIR)"], capture_output=True,
+                           text=True, cwd=run_dir, check=True).stdout.strip()
+    assert Path(found).is_relative_to(purelib), f"affpipe imported from {found}, not from the installed wheel"
+    assert res.stdout == render()

@@ -50,7 +50,7 @@ def render() -> str:
     lines = [
         "# Configuration reference",
         "",
-        "Generated from `rules/schemas/*.schema.yaml` by `python -m affpipe config-docs -o docs/config.md`;",
+        "Generated from `affpipe/schemas/*.schema.yaml` by `python -m affpipe config-docs -o docs/config.md`;",
         "do not edit by hand. Every key has a default, so any section may be left out of",
         "`workflow_config.yaml`. Override any key on the command line (drop `-n` to run), e.g.",
         "",

@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "adapter's layout: OUT/videos.csv, OUT/videos/, OUT/labels/, OUT/truth/, OUT/truth.json, "
         "OUT/preview.png. The folder is replaced atomically.",
     )
-    add_settings_arg(p, what="demo (see rules/schemas/demo.schema.yaml)")
+    add_settings_arg(p, what="demo (see affpipe/schemas/demo.schema.yaml)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder, e.g. results/demo/raw")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="OpenCV threads (default: OpenCV's choice)")
     p.set_defaults(func=handler)

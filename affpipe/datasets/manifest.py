@@ -61,7 +61,7 @@ def build_manifest(name: str, settings: dict[str, Any], *, max_frame_shortfall: 
     name : str
         Dataset key (``datasets.<name>`` in the config); used in messages.
     settings : dict
-        That config entry; defaults are filled in from ``rules/schemas/dataset.schema.yaml``.
+        That config entry; defaults are filled in from ``affpipe/schemas/dataset.schema.yaml``.
     max_frame_shortfall : float, optional
         The faces stage's ``faces.max_frame_shortfall``: the frame at ``ceil(n_frames * (1 - this)) - 1``
         must decode (checked by seeking to it), else the video is truncated beyond what the faces stage

@@ -1,6 +1,6 @@
 """Dataset settings (config ``datasets.<name>``): validation, defaults and the root folder check.
 
-Defaults live only in ``rules/schemas/dataset.schema.yaml``; this module fills them in and turns a
+Defaults live only in ``affpipe/schemas/dataset.schema.yaml``; this module fills them in and turns a
 missing or unset ``root`` into an error that names the config key to set.
 """
 

@@ -1,6 +1,6 @@
 """The embedded demo dataset: real face photographs animated with known valence/arousal.
 
-``python -m affpipe demo --out results/demo/raw`` (settings: ``rules/schemas/demo.schema.yaml``)
+``python -m affpipe demo --out results/demo/raw`` (settings: ``affpipe/schemas/demo.schema.yaml``)
 writes a small labelled video dataset in the ``csv`` adapter's layout, so that a fresh clone runs
 the whole pipeline end to end with no external data, and a working pipeline can be told from a
 broken one by its CCC on held-out identities.

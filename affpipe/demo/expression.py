@@ -178,7 +178,7 @@ class ExpressionStrengths:
     """Gains of the expression model, in IOD units at |valence| or |arousal| = 1.
 
     The values come from the ``expression`` section of the demo settings, whose defaults live in
-    ``rules/schemas/demo.schema.yaml`` (build with :meth:`from_settings`).
+    ``affpipe/schemas/demo.schema.yaml`` (build with :meth:`from_settings`).
 
     Attributes
     ----------

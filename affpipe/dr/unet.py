@@ -16,7 +16,7 @@ Choices the paper leaves open, and why:
   output cropped back, so any S works (112 = 7·16, 224 = 14·16 need no padding at depth 4).
 
 Paper-scale default: ``width=64, depth=4`` (31 M parameters at 224×224). The demo uses a much
-narrower network (see ``rules/schemas/dr.schema.yaml``).
+narrower network (see ``affpipe/schemas/dr.schema.yaml``).
 """
 
 from __future__ import annotations

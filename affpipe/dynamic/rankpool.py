@@ -46,7 +46,7 @@ is ``d* = C Σ_k x_k = (γ/λ) Σ_t α_t I_t``: approximate rank pooling is, up 
 exact RankSVM solution in the heavily regularised regime (tested in ``tests/test_rankpool.py``).
 
 All functions here are pure array-in/array-out; pixel scaling is the caller's choice (see
-``rules/schemas/dynamic.schema.yaml``, key ``pixel_scale``).
+``affpipe/schemas/dynamic.schema.yaml``, key ``pixel_scale``).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ reference and loaded on first use (:class:`affpipe.regress.registry.RegressorSpe
 * ``attention`` -- the self-attention baseline (:mod:`affpipe.regress.attention`).
 
 A new regressor registers here, and its name joins the enum of ``experiments.<name>.regressor``
-(rules/schemas/experiments.schema.yaml; tests/test_regress.py checks that they agree).
+(affpipe/schemas/experiments.schema.yaml; tests/test_regress.py checks that they agree).
 """
 
 from __future__ import annotations
