@@ -345,6 +345,28 @@ def validate(
     return instance
 
 
+#: Validated settings by (schema file, ``repr`` of the settings as given): each distinct content is
+#: validated once per process. The workflow validates every dataset's stage sections, then builds
+#: each job's settings from the same content; a command validates its --settings once, and the
+#: library functions it calls with them (e.g. per video) hit this cache. Only successes are kept.
+_VALIDATED: dict[tuple[str, str], dict[str, Any]] = {}
+
+
+def validated_copy(settings: Mapping[str, Any] | None, schema_name: str, **kwargs: Any) -> dict[str, Any]:
+    """A validated, default-filled copy of ``settings`` (see :func:`validate`, which takes the same
+    keyword arguments for its messages); ``settings`` itself is not changed.
+
+    Validated once per distinct content (and key order) and process: later calls return a fresh copy
+    of the first result, which is what validating again would give.
+    """
+    settings = settings or {}
+    key = (schema_name, repr(settings))
+    done = _VALIDATED.get(key)
+    if done is None:
+        done = _VALIDATED[key] = validate(copy.deepcopy(dict(settings)), schema_name, **kwargs)
+    return copy.deepcopy(done)
+
+
 def _lookup(tree: Any, path: Sequence[Any]) -> bool:
     """Whether ``tree`` holds a value at key path ``path``."""
     for part in path:
@@ -430,7 +452,7 @@ def _validate_dataset_section(config: dict[str, Any], ds: str, section: str, ori
     """Validate ``datasets.<ds>.<section>`` merged over the global ``<section>`` (a copy). Keys the
     dataset sets are named ``datasets.<ds>.<section>.<key>``, the global ones ``<section>.<key>``."""
     override = config["datasets"][ds][section]
-    merged = copy.deepcopy({**(config.get(section) or {}), **override})
+    merged = {**(config.get(section) or {}), **override}  # as the workflow merges them (a cache hit there)
 
     def full_path(path: tuple) -> tuple:
         return ("datasets", ds, section, *path) if path and path[0] in override else (section, *path)
@@ -439,7 +461,7 @@ def _validate_dataset_section(config: dict[str, Any], ds: str, section: str, ori
         return _dotted("", full_path(path)) if path else f"datasets.{ds}.{section}"
 
     try:
-        validate(merged, f"{section}{SCHEMA_SUFFIX}", origin=lambda path: origin(full_path(path)), key_of=key_of)
+        validated_copy(merged, f"{section}{SCHEMA_SUFFIX}", origin=lambda path: origin(full_path(path)), key_of=key_of)
     except ConfigError as err:
         raise ConfigError(err.cause.replace("invalid configuration:", f"invalid configuration of dataset `{ds}`:", 1)) from None
 
@@ -452,6 +474,6 @@ def _dataset_sections() -> tuple[str, ...]:
 
 
 def section_settings(section: str, settings: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Defaults of one stage's settings (``affpipe/schemas/<section>.schema.yaml``) merged with ``settings``."""
-    instance = copy.deepcopy(settings or {})
-    return validate(instance, f"{section}.schema.yaml", prefix=section)
+    """Defaults of one stage's settings (``affpipe/schemas/<section>.schema.yaml``) merged with ``settings``
+    (a validated copy; validated once per distinct content and process, :func:`validated_copy`)."""
+    return validated_copy(settings, f"{section}{SCHEMA_SUFFIX}", prefix=section)

@@ -6,11 +6,10 @@ missing or unset ``root`` into an error that names the config key to set.
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
-from affpipe.config import validate
+from affpipe.config import validated_copy
 from affpipe.errors import DatasetError
 
 SCHEMA_FILE = "dataset.schema.yaml"
@@ -30,15 +29,15 @@ def config_key(name: str, key: str) -> str:
 
 
 def dataset_settings(name: str, settings: dict[str, Any] | None) -> dict[str, Any]:
-    """Validate one ``datasets.<name>`` entry and fill in the schema defaults (returns a copy).
+    """Validate one ``datasets.<name>`` entry and fill in the schema defaults (returns a copy;
+    validated once per distinct content and process, :func:`affpipe.config.validated_copy`).
 
     Raises
     ------
     ConfigError
         Naming every offending key as ``datasets.<name>.<key>``.
     """
-    instance = copy.deepcopy(settings or {})
-    return validate(instance, SCHEMA_FILE, prefix=f"datasets.{name}")
+    return validated_copy(settings, SCHEMA_FILE, prefix=f"datasets.{name}")
 
 
 def _root_hint(name: str, adapter: str) -> str:
