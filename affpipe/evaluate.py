@@ -1,7 +1,7 @@
 """Scores of every experiment: the content of ``results/{ds}/ccc.json``.
 
-Input: each experiment's ``predictions.parquet`` (columns in :mod:`affpipe.regress.experiment`:
-video, partition, frame, time_s, <dim>_pred, <dim>_true, filled). Output: one self-describing dict,
+Input: each experiment's ``predictions.parquet`` as :func:`affpipe.regress.predictions.read_predictions`
+reads it (columns: video, partition, frame, time_s, <dim>_pred, <dim>_true, filled). Output: one self-describing dict,
 per experiment, partition and dimension:
 
 * ``concatenated``: CCC, AVEC-script CCC, PCC, MSE over all labelled frames of the partition's videos
@@ -36,82 +36,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from affpipe import metrics
+from affpipe.regress.predictions import ExperimentPredictions
 from affpipe.regress.registry import OUTPUT_DIMENSIONS
 
 CCC_FORMAT = "affpipe-ccc"
 CCC_FORMAT_VERSION = 1
 PARTITIONS = ("train", "devel", "test")
-PREDICTION_COLUMNS = ("video", "partition", "frame", "filled") + tuple(
-    f"{d}_{k}" for d in OUTPUT_DIMENSIONS for k in ("pred", "true")
-)
-
-
-@dataclass
-class ExperimentPredictions:
-    """One experiment's predictions as arrays (rows sorted by video, then frame)."""
-
-    name: str
-    video: np.ndarray  # (n,) object (str)
-    partition: np.ndarray  # (n,) object (str)
-    frame: np.ndarray  # (n,) int64
-    pred: np.ndarray  # (n, 2) float64
-    true: np.ndarray  # (n, 2) float64, NaN = unlabelled
-    filled: np.ndarray  # (n,) bool
-    meta: dict[str, str] = field(default_factory=dict)
-    source: str = ""
-    time_s: np.ndarray | None = None
-    pred_raw: np.ndarray | None = None  # (n, 2) float64: predictions before a median filter, if one was applied
-
-    def videos(self) -> list[str]:
-        return list(dict.fromkeys(self.video.tolist()))
-
-
-class PredictionsError(ValueError):
-    """Malformed predictions (the caller adds the file name)."""
-
-
-def check_predictions(p: ExperimentPredictions) -> None:
-    """Structural checks: shapes, known partitions, finite predictions, unique (video, frame).
-
-    Raises
-    ------
-    PredictionsError
-    """
-    n = p.video.shape[0]
-    for name in ("partition", "frame", "filled"):
-        if getattr(p, name).shape[0] != n:
-            raise PredictionsError(f"column {name} has {getattr(p, name).shape[0]} rows, video has {n}")
-    if p.pred.shape != (n, 2) or p.true.shape != (n, 2):
-        raise PredictionsError(f"predictions/labels must be ({n}, 2), got {p.pred.shape} and {p.true.shape}")
-    bad = sorted(set(p.partition.tolist()) - set(PARTITIONS))
-    if bad:
-        raise PredictionsError(f"unknown partition(s) {', '.join(map(str, bad))}")
-    if p.pred_raw is not None:
-        if p.pred_raw.shape != (n, 2):
-            raise PredictionsError(f"unfiltered predictions must be ({n}, 2), got {p.pred_raw.shape}")
-        if not np.all(np.isfinite(p.pred_raw)):
-            raise PredictionsError("unfiltered predictions (<dim>_pred_raw) are not all finite")
-    if not np.all(np.isfinite(p.pred)):
-        rows = np.flatnonzero(~np.all(np.isfinite(p.pred), axis=1))
-        ex = ", ".join(f"{p.video[i]}:{p.frame[i]}" for i in rows[:5])
-        raise PredictionsError(f"{rows.size} frames have no finite prediction (e.g. {ex}); every frame needs one")
-    if np.isinf(p.true).any():
-        raise PredictionsError("labels hold infinite values")
-    key = np.rec.fromarrays([p.video.astype(str), p.frame])
-    if np.unique(key).shape[0] != n:
-        raise PredictionsError("duplicate (video, frame) rows")
-    for vid in p.videos():
-        parts = set(p.partition[p.video == vid].tolist())
-        if len(parts) != 1:
-            raise PredictionsError(f"video {vid} is in several partitions ({', '.join(sorted(parts))})")
-
-
 #: ``reason`` of an excluded video whose faces table has no face in any frame (ccc.json, summary.json)
 NO_FACE_REASON = "no face found in any frame: no prediction"
 

@@ -175,10 +175,12 @@ def manifest_inputs(wildcards):
 
 @functools.lru_cache(maxsize=None)
 def _read_manifest(path, mtime_ns):
-    import pyarrow.parquet as pq
+    from affpipe.datasets.manifest import read_manifest
 
-    rows = pq.read_table(path).to_pylist()
-    return {row["video"]: row for row in rows}
+    try:
+        return read_manifest(path, columns=("path", "n_frames")).by_video()
+    except AffpipeError as err:
+        raise WorkflowError(str(err)) from None
 
 
 _MANIFEST_FILES = {}

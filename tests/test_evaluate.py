@@ -12,7 +12,7 @@ from affpipe import metrics
 from affpipe.cli import main
 from affpipe.faces.advice import GENERIC_HINT
 from affpipe.io.atomic import write_parquet
-from affpipe.regress.experiment import predictions_schema
+from affpipe.regress.predictions import predictions_schema
 
 N = 50
 

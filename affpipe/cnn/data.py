@@ -30,7 +30,8 @@ from typing import Sequence
 import numpy as np
 
 from affpipe.cnn.inputs import STORE_STAGES, Component, InputSpec, branch_tensor, channel_stats
-from affpipe.errors import AffpipeError, DatasetError
+from affpipe.datasets.labels import read_labels
+from affpipe.errors import AffpipeError
 from affpipe.io.h5store import StoreReader
 
 log = logging.getLogger(__name__)
@@ -39,7 +40,6 @@ log = logging.getLogger(__name__)
 MAX_OPEN_FILES = 32
 #: Rows read per h5py call when preloading.
 PRELOAD_ROWS = 256
-LABEL_COLUMNS = ("valence", "arousal")
 
 
 @dataclass
@@ -88,25 +88,6 @@ class FrameIndex:
         if labelled:
             keep &= np.isfinite(self.targets).any(axis=1)
         return np.flatnonzero(keep)
-
-
-def read_labels(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Frames ``(K,)`` int64 and labels ``(K, 2)`` float32 (valence, arousal) of a labels parquet."""
-    import pyarrow.parquet as pq
-
-    try:
-        table = pq.read_table(path)
-    except FileNotFoundError:
-        raise DatasetError("labels file does not exist", path=path) from None
-    except Exception as exc:
-        raise DatasetError(f"cannot read labels parquet ({exc})", path=path) from None
-    missing = [c for c in ("frame", *LABEL_COLUMNS) if c not in table.column_names]
-    if missing:
-        raise DatasetError(f"labels file lacks column(s) {', '.join(missing)}", path=path)
-    frames = np.asarray(table.column("frame").to_numpy(zero_copy_only=False), dtype=np.int64)
-    values = np.stack([np.asarray(table.column(c).to_numpy(zero_copy_only=False), dtype=np.float32)
-                       for c in LABEL_COLUMNS], axis=1)
-    return frames, values
 
 
 def _open(path: Path, store: str) -> StoreReader:
@@ -197,9 +178,9 @@ def build_index(videos: Sequence[VideoStores], spec: InputSpec) -> FrameIndex:
                 raise AffpipeError(f"{k} is stored as {d}, other videos' as {dtypes[k]}", path=next(iter(v.paths.values())))
         targets = np.full((frame.size, 2), np.nan, dtype=np.float32)
         if v.labels is not None:
-            lf, lv = read_labels(Path(v.labels))
-            idx = _align(frame.astype(np.int64), lf)
-            targets[idx >= 0] = lv[idx[idx >= 0]]
+            labels = read_labels(v.labels)
+            idx = _align(frame.astype(np.int64), labels.frame)
+            targets[idx >= 0] = labels.values[idx[idx >= 0]]
         parts_video.append(np.full(frame.size, vi, dtype=np.int32))
         parts_frame.append(frame)
         parts_valid.append(valid)

@@ -45,6 +45,45 @@ def load_settings(text: str) -> dict[str, Any]:
     return value
 
 
+def parse_pairs(values: list[str]) -> list[tuple[str, Path]]:
+    """``--predictions NAME=PATH ...`` arguments -> [(name, path)]; errors name the bad argument."""
+    out: list[tuple[str, Path]] = []
+    for v in values:
+        name, sep, path = v.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"--predictions expects NAME=PATH, got {v!r}")
+        if name in {n for n, _ in out}:
+            raise ConfigError(f"--predictions names experiment {name!r} twice")
+        out.append((name, Path(path)))
+    return out
+
+
+def store_paths(spec, dirs: dict[str, Path | None], video: str, *, folders: bool) -> dict[str, Path]:
+    """Store kind -> file for ``video``; a store the input needs but not given is a ConfigError."""
+    out = {}
+    for store in spec.stores:
+        d = dirs.get(store)
+        if d is None:
+            raise ConfigError(f"input {spec.name!r} needs the {store} stores: pass --{store}")
+        out[store] = d / f"{video}.h5" if folders else d
+    return out
+
+
+def read_json(path: Path, what: str, fmt: str | None = None) -> dict:
+    """A JSON file another command wrote (``what`` names it in errors; ``fmt``: its expected ``format``)."""
+    from affpipe.errors import AffpipeError
+
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise AffpipeError(f"{what} does not exist", path=path) from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise AffpipeError(f"cannot read {what} ({exc})", path=path) from None
+    if fmt is not None and doc.get("format") != fmt:
+        raise AffpipeError(f"not an affpipe {what} (format attribute is not {fmt!r})", path=path)
+    return doc
+
+
 def every_video(manifest_rows: list[dict], inputs_of, *, what: str) -> dict[str, dict[str, Path]]:
     """``{video: {name: path}}`` for every video of a manifest's rows (sorted), with ``inputs_of(video)``
     giving its input files; every file is checked to exist before any work is done (a file missing at

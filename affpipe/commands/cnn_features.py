@@ -24,8 +24,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from affpipe.commands._common import add_settings_arg, every_video, load_settings, rng_restorer
-from affpipe.commands.cnn_train import read_manifest, store_paths
+from affpipe.commands._common import add_settings_arg, every_video, load_settings, rng_restorer, store_paths
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +64,7 @@ def handler(args: argparse.Namespace) -> int:
     from affpipe.cnn.extract import spec_from_meta
     from affpipe.cnn.train import load_model, resolve_device, set_determinism
     from affpipe.config import section_settings
+    from affpipe.datasets.manifest import read_manifest
     from affpipe.errors import ConfigError
     from affpipe.io.atomic import atomic_dir
 

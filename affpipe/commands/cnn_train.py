@@ -19,7 +19,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from affpipe.commands._common import add_settings_arg, load_settings
+from affpipe.commands._common import add_settings_arg, load_settings, store_paths
 
 log = logging.getLogger(__name__)
 
@@ -51,40 +51,12 @@ def register(subparsers) -> None:
     p.set_defaults(func=handler)
 
 
-def read_manifest(path: Path) -> list[dict]:
-    import pyarrow.parquet as pq
-
-    from affpipe.errors import DatasetError
-
-    try:
-        rows = pq.read_table(path).to_pylist()
-    except FileNotFoundError:
-        raise DatasetError("manifest does not exist", path=path) from None
-    except Exception as exc:
-        raise DatasetError(f"cannot read the manifest ({exc})", path=path) from None
-    if rows and not {"video", "partition"} <= set(rows[0]):
-        raise DatasetError("manifest lacks the columns video and partition", path=path)
-    return rows
-
-
-def store_paths(spec, dirs: dict[str, Path | None], video: str, *, folders: bool) -> dict[str, Path]:
-    """Store kind -> file for ``video``; a store the input needs but not given is a ConfigError."""
-    from affpipe.errors import ConfigError
-
-    out = {}
-    for store in spec.stores:
-        d = dirs.get(store)
-        if d is None:
-            raise ConfigError(f"input {spec.name!r} needs the {store} stores: pass --{store}")
-        out[store] = d / f"{video}.h5" if folders else d
-    return out
-
-
 def handler(args: argparse.Namespace) -> int:
     from affpipe.cnn.data import VideoStores, build_index
     from affpipe.cnn.inputs import parse_input
     from affpipe.cnn.train import pretrained_model, select_data, train_model
     from affpipe.config import section_settings
+    from affpipe.datasets.manifest import read_manifest
     from affpipe.errors import ConfigError
 
     settings = section_settings("cnn", load_settings(args.settings))

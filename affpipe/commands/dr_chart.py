@@ -23,10 +23,10 @@ def register(subparsers) -> None:
 
 def handler(args: argparse.Namespace) -> int:
     from affpipe import plots
-    from affpipe.commands.results_table import _read_json
+    from affpipe.commands._common import read_json
     from affpipe.errors import AffpipeError
 
-    ranking = _read_json(args.ranking, "ranking.json")
+    ranking = read_json(args.ranking, "ranking.json")
     if "levels" not in ranking:
         raise AffpipeError("ranking.json has no `levels` key (not from `affpipe dr-rank`?)", path=args.ranking)
     plots.save(plots.ranking_figure(ranking), args.out)

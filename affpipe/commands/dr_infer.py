@@ -44,8 +44,8 @@ def register(subparsers) -> None:
 
 
 def handler(args: argparse.Namespace) -> int:
-    from affpipe.commands.cnn_train import read_manifest
     from affpipe.config import section_settings
+    from affpipe.datasets.manifest import read_manifest
     from affpipe.dr import runtime
     from affpipe.errors import ConfigError
     from affpipe.io.atomic import atomic_dir

@@ -50,7 +50,8 @@ def register(subparsers) -> None:
 
 
 def _select_videos(args, settings, metas) -> tuple[list, list[dict[str, str]]]:
-    from affpipe.dr.data import read_manifest, videos_from_manifest, videos_from_paths
+    from affpipe.datasets.manifest import read_manifest
+    from affpipe.dr.data import videos_from_manifest, videos_from_paths
     from affpipe.errors import ConfigError
 
     if args.static:

@@ -21,7 +21,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from affpipe.commands._common import add_settings_arg, load_settings
+from affpipe.commands._common import add_settings_arg, load_settings, parse_pairs
 
 log = logging.getLogger(__name__)
 
@@ -43,63 +43,6 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, type=Path, help="ccc.json (written atomically)")
     add_settings_arg(p, what="evaluate-stage")
     p.set_defaults(func=handler)
-
-
-def parse_pairs(values: list[str]) -> list[tuple[str, Path]]:
-    """``NAME=PATH`` arguments -> [(name, path)]; errors name the bad argument."""
-    from affpipe.errors import ConfigError
-
-    out: list[tuple[str, Path]] = []
-    for v in values:
-        name, sep, path = v.partition("=")
-        if not sep or not name or not path:
-            raise ConfigError(f"--predictions expects NAME=PATH, got {v!r}")
-        if name in {n for n, _ in out}:
-            raise ConfigError(f"--predictions names experiment {name!r} twice")
-        out.append((name, Path(path)))
-    return out
-
-
-def read_predictions(path: Path, name: str):
-    """Read one ``predictions.parquet`` into :class:`affpipe.evaluate.ExperimentPredictions` (checked)."""
-    import numpy as np
-    import pyarrow.parquet as pq
-
-    from affpipe.errors import AffpipeError
-    from affpipe.evaluate import PREDICTION_COLUMNS, ExperimentPredictions, PredictionsError, check_predictions
-    from affpipe.regress.registry import OUTPUT_DIMENSIONS
-
-    try:
-        table = pq.read_table(path)
-    except FileNotFoundError:
-        raise AffpipeError("predictions file does not exist (run `affpipe regress` first)", path=path) from None
-    except (OSError, ValueError) as exc:
-        raise AffpipeError(f"cannot read the predictions ({exc})", path=path) from None
-    missing = [c for c in PREDICTION_COLUMNS if c not in table.column_names]
-    if missing:
-        raise AffpipeError(f"predictions lack column(s) {', '.join(missing)}", path=path)
-    meta = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items() if k != b"ARROW:schema"}
-    table = table.sort_by([("video", "ascending"), ("frame", "ascending")])
-    col = lambda c: table[c].to_numpy(zero_copy_only=False)  # noqa: E731
-    p = ExperimentPredictions(
-        name=name,
-        video=col("video").astype(object),
-        partition=col("partition").astype(object),
-        frame=col("frame").astype(np.int64),
-        pred=np.stack([col(f"{d}_pred").astype(np.float64) for d in OUTPUT_DIMENSIONS], axis=1),
-        true=np.stack([col(f"{d}_true").astype(np.float64) for d in OUTPUT_DIMENSIONS], axis=1),
-        filled=col("filled").astype(bool),
-        meta=meta,
-        source=str(path),
-        time_s=col("time_s").astype(np.float64) if "time_s" in table.column_names else None,
-        pred_raw=np.stack([col(f"{d}_pred_raw").astype(np.float64) for d in OUTPUT_DIMENSIONS], axis=1)
-        if all(f"{d}_pred_raw" in table.column_names for d in OUTPUT_DIMENSIONS) else None,
-    )
-    try:
-        check_predictions(p)
-    except PredictionsError as exc:
-        raise AffpipeError(str(exc), path=path) from None
-    return p
 
 
 def no_prediction_reason(video: str, experiments: list[str], faces_dir: Path | None) -> str:
@@ -127,22 +70,12 @@ def decoded_frames(faces_dir: Path, videos: list[str]) -> dict[str, int]:
     return out
 
 
-def manifest_exclusions(manifest: Path) -> list[dict]:
-    """The videos the manifest excluded (stage ``manifest``), from its metadata."""
-    import pyarrow.parquet as pq
-
-    from affpipe.datasets import manifest_excluded
-
-    return manifest_excluded(pq.read_schema(manifest).metadata)
-
-
-def check_against_manifest(p, manifest: Path) -> str | None:
-    """Every manifest video predicted, in its partition, and nothing else; returns the dataset name."""
+def check_against_manifest(p, manifest) -> str | None:
+    """Every manifest video predicted, in its partition, and nothing else (``manifest``: an
+    :class:`affpipe.datasets.Manifest`); returns the dataset name."""
     from affpipe.errors import AffpipeError
-    from affpipe.regress.data import read_manifest
 
-    rows = read_manifest(manifest)
-    want = {r["video"]: r["partition"] for r in rows}
+    want = {r["video"]: r["partition"] for r in manifest}
     got = {}
     for v, part in zip(p.video, p.partition):
         got.setdefault(v, part)
@@ -158,18 +91,16 @@ def check_against_manifest(p, manifest: Path) -> str | None:
                            hint="re-run `affpipe regress` for this experiment")
     moved = sorted(v for v in want if got[v] != want[v])
     if moved:
-        raise AffpipeError(f"video {moved[0]} is {got[moved[0]]} here but {want[moved[0]]} in {manifest}"
+        raise AffpipeError(f"video {moved[0]} is {got[moved[0]]} here but {want[moved[0]]} in {manifest.path}"
                            f"{f' ({len(moved)} videos differ)' if len(moved) > 1 else ''}", path=p.source)
-    import pyarrow.parquet as pq
-
-    meta = pq.read_schema(manifest).metadata or {}
-    return meta.get(b"dataset", b"").decode() or None
+    return manifest.dataset
 
 
 def handler(args: argparse.Namespace) -> int:
     import json
 
     from affpipe.config import section_settings
+    from affpipe.datasets.manifest import read_manifest
     from affpipe.errors import AffpipeError
     from affpipe.evaluate import (
         NO_FACE_REASON,
@@ -182,20 +113,23 @@ def handler(args: argparse.Namespace) -> int:
     )
     from affpipe.faces.advice import faces_table_hint
     from affpipe.io.atomic import write_text
+    from affpipe.regress.predictions import read_predictions
 
     settings = section_settings("evaluate", load_settings(args.settings))
     pairs = parse_pairs(args.predictions)
     preds = [read_predictions(path, name) for name, path in pairs]
+    manifest = read_manifest(args.manifest) if args.manifest is not None else None
     dataset = args.dataset
-    for p in preds:
-        if args.manifest is not None:
-            dataset = dataset or check_against_manifest(p, args.manifest)
+    if manifest is not None:
+        for p in preds:  # every experiment (the dataset name is taken from the first check)
+            found = check_against_manifest(p, manifest)
+            dataset = dataset or found
     for p in preds[1:]:
         diff = compare_labels(preds[0], p)
         if diff is not None:
             raise AffpipeError(f"covers {diff} than {preds[0].source}: the experiments were not run on the same "
                                "labels", path=p.source, hint="re-run `affpipe regress` for the stale experiment")
-    excluded = manifest_exclusions(args.manifest) if args.manifest is not None else []
+    excluded = manifest.excluded() if manifest is not None else []
     partition_of = {v: part for v, part in zip(preds[0].video, preds[0].partition)}
     unpredicted = videos_without_prediction(preds)
     for vid, names in sorted(unpredicted.items()):

@@ -22,39 +22,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=handler)
 
 
-def _read_manifest(path: str):
-    import pyarrow.parquet as pq
-
-    from affpipe.errors import DatasetError
-
-    try:
-        return pq.read_table(path)
-    except FileNotFoundError:
-        raise DatasetError("manifest does not exist (run `affpipe manifest` first)", path=path) from None
-    except (OSError, ValueError) as exc:
-        raise DatasetError(f"cannot read the manifest ({exc})", path=path) from None
-
-
 def handler(args: argparse.Namespace) -> int:
-    from affpipe.datasets import build_labels, dataset_settings
+    from affpipe.datasets import build_labels, dataset_settings, read_manifest
     from affpipe.errors import DatasetError
     from affpipe.io.atomic import write_parquet
 
-    table = _read_manifest(args.manifest)
-    meta = table.schema.metadata or {}
-    dataset = meta.get(b"dataset", b"<name>").decode()
+    manifest = read_manifest(args.manifest, columns=("path", "fps", "n_frames"))
+    dataset = manifest.dataset or "<name>"
     settings = dataset_settings(dataset, load_settings(args.settings))
-    built_with = meta.get(b"adapter", b"").decode()
+    built_with = manifest.adapter
     if built_with and built_with != settings["adapter"]:
         raise DatasetError(
             f"the manifest was built by the {built_with} adapter, the settings name {settings['adapter']}; "
             "rebuild the manifest",
             path=args.manifest,
         )
-    rows = [r for r in table.to_pylist() if r["video"] == args.video]
-    if not rows:
-        raise DatasetError(f"video {args.video!r} is not in the manifest", path=args.manifest)
-    labels, warnings = build_labels(rows[0], settings, dataset=dataset)
+    labels, warnings = build_labels(manifest.row(args.video), settings, dataset=dataset)
     for w in warnings:
         print(f"affpipe labels: warning: {w}", file=sys.stderr)
     write_parquet(labels, args.out)

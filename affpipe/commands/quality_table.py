@@ -25,13 +25,13 @@ def register(subparsers) -> None:
 
 def handler(args: argparse.Namespace) -> int:
     from affpipe import quality_table as qt
-    from affpipe.commands.results_table import _read_json
+    from affpipe.commands._common import read_json
     from affpipe.errors import AffpipeError
     from affpipe.io.atomic import write_text
 
     if not (args.md or args.html):
         raise AffpipeError("nothing to write: give --md and/or --html")
-    summary = _read_json(args.summary, "summary.json")
+    summary = read_json(args.summary, "summary.json")
     if "videos" not in summary:
         raise AffpipeError("summary.json has no `videos` key (not from `affpipe summary`?)", path=args.summary)
     if args.md:

@@ -16,7 +16,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from affpipe.commands._common import add_settings_arg, load_settings
+from affpipe.commands._common import add_settings_arg, load_settings, parse_pairs
 
 log = logging.getLogger(__name__)
 
@@ -92,10 +92,10 @@ def handler(args: argparse.Namespace) -> int:
     import json
     import shutil
 
-    from affpipe.commands.evaluate import parse_pairs, read_predictions
     from affpipe.config import section_settings
     from affpipe.errors import AffpipeError
     from affpipe.io.atomic import replace_dir, temp_sibling
+    from affpipe.regress.predictions import read_predictions
 
     settings = section_settings("evaluate", load_settings(args.settings))
     try:

@@ -8,22 +8,9 @@ aggregation (concatenated; per-video mean), the aggregation named in the caption
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-
-def _read_json(path: Path, what: str, fmt: str | None = None) -> dict:
-    from affpipe.errors import AffpipeError
-
-    try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise AffpipeError(f"{what} does not exist", path=path) from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise AffpipeError(f"cannot read {what} ({exc})", path=path) from None
-    if fmt is not None and doc.get("format") != fmt:
-        raise AffpipeError(f"not an affpipe {what} (format attribute is not {fmt!r})", path=path)
-    return doc
+from affpipe.commands._common import read_json
 
 
 def register(subparsers) -> None:
@@ -49,7 +36,7 @@ def handler(args: argparse.Namespace) -> int:
 
     if not (args.md or args.tex or args.html):
         raise AffpipeError("nothing to write: give at least one of --md, --tex, --html")
-    report = _read_json(args.ccc, "ccc.json", "affpipe-ccc")
+    report = read_json(args.ccc, "ccc.json", "affpipe-ccc")
     aggs = tuple(args.aggregation or rt.AGGREGATIONS)
     source = str(args.ccc)
     try:

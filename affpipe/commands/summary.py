@@ -78,13 +78,12 @@ def _faces(path: Path) -> dict:
 
 def _labels(path: Path) -> dict:
     import numpy as np
-    import pyarrow.parquet as pq
 
-    table = pq.read_table(path, columns=["valence", "arousal"])
-    v = table["valence"].to_numpy(zero_copy_only=False)
-    a = table["arousal"].to_numpy(zero_copy_only=False)
-    labelled = np.isfinite(v) & np.isfinite(a)
-    return {"frames": table.num_rows, "labelled_frames": int(labelled.sum())}
+    from affpipe.datasets.labels import read_labels
+
+    labels = read_labels(path)
+    labelled = np.isfinite(labels.values).all(axis=1)
+    return {"frames": labels.n_frames, "labelled_frames": int(labelled.sum())}
 
 
 def _h5(path: Path) -> dict:
@@ -97,15 +96,13 @@ def _h5(path: Path) -> dict:
 
 
 def summarize(manifest: Path, results: Path) -> dict:
-    import pyarrow.parquet as pq
-
-    from affpipe.datasets import manifest_excluded
+    from affpipe.datasets.manifest import read_manifest
     from affpipe.faces.advice import faces_table_hint
     from affpipe.evaluate import NO_FACE_REASON
 
-    table = pq.read_table(manifest)
-    rows = table.to_pylist()
-    excluded = manifest_excluded(table.schema.metadata)
+    table = read_manifest(manifest, columns=("fps", "n_frames"))
+    rows = table.rows
+    excluded = table.excluded()
     videos = {}
     problems = []
     for row in rows:

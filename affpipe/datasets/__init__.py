@@ -6,17 +6,28 @@ module documents the layout it reads and what it skips.
 """
 
 from affpipe.datasets.labels import LABELS_SCHEMA
-from affpipe.datasets.manifest import ADAPTERS, MANIFEST_SCHEMA, build_labels, build_manifest, manifest_excluded, manifest_warnings
+from affpipe.datasets.manifest import (
+    ADAPTERS,
+    MANIFEST_SCHEMA,
+    Manifest,
+    build_labels,
+    build_manifest,
+    manifest_excluded,
+    manifest_warnings,
+    read_manifest,
+)
 from affpipe.datasets.settings import check_root, dataset_settings
 
 __all__ = [
     "ADAPTERS",
     "LABELS_SCHEMA",
     "MANIFEST_SCHEMA",
+    "Manifest",
     "build_labels",
     "build_manifest",
     "check_root",
     "dataset_settings",
     "manifest_excluded",
     "manifest_warnings",
+    "read_manifest",
 ]

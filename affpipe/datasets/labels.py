@@ -19,7 +19,9 @@ difference a warning (thresholds in the dataset config).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -405,3 +407,51 @@ def assemble_labels(
     )
     table = table.replace_schema_metadata({k.encode(): str(v).encode() for k, v in meta.items()})
     return table, warnings
+
+
+# --- the per-video labels file (results/{ds}/labels/{video}.parquet, written from assemble_labels) ---
+@dataclass
+class Labels:
+    """One video's labels on its frames, as :func:`read_labels` read them."""
+
+    frame: np.ndarray  # (n,) int64, 0..n-1
+    time_s: np.ndarray  # (n,) float64
+    values: np.ndarray  # (n, 2) float32 (valence, arousal), NaN = unlabelled
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.frame.shape[0])
+
+
+def read_labels(path: str | os.PathLike) -> Labels:
+    """Read and check one video's labels file (:data:`LABELS_SCHEMA`; the one reader of that file).
+
+    Raises
+    ------
+    DatasetError
+        Naming the file: it does not exist or is not Parquet, a column is missing, ``frame`` is not
+        exactly ``0..n-1`` in order, or a label is infinite.
+    """
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError("labels file does not exist", path=path,
+                           hint="the manifest stage writes every video's labels (`affpipe manifest --labels-dir`)")
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for what is not Parquet
+        raise DatasetError(f"cannot read the labels file as Parquet ({exc})", path=path) from None
+    missing = [c for c in LABELS_SCHEMA.names if c not in table.column_names]
+    if missing:
+        raise DatasetError(f"labels file lacks column(s) {', '.join(missing)}", path=path)
+    frame = table["frame"].to_numpy().astype(np.int64)
+    if not np.array_equal(frame, np.arange(frame.size)):
+        raise DatasetError("labels `frame` column is not 0..n-1 in order", path=path)
+    values = np.stack(
+        [table[c].to_numpy(zero_copy_only=False).astype(np.float32) for c in DIMENSIONS], axis=1
+    )
+    if np.isinf(values).any():
+        raise DatasetError("labels hold infinite values", path=path)
+    time_s = table["time_s"].to_numpy(zero_copy_only=False).astype(np.float64)
+    return Labels(frame=frame, time_s=time_s, values=values)

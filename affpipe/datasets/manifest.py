@@ -2,7 +2,8 @@
 
 This is the adapters' common front: :func:`build_manifest` scans a distribution tree with the
 dataset's adapter and probes each video's container (no full decode); :func:`build_labels` reads one
-video's label files and resamples them to that video's frames.
+video's label files and resamples them to that video's frames. :func:`read_manifest` is the one
+reader of the manifest file, for every stage and for the workflow (torch- and OpenCV-free).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import json
 import math
 import os
 from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -20,7 +23,7 @@ import pyarrow as pa
 from affpipe import __version__
 from affpipe.datasets import affwild2, recola, semaine, usercsv
 from affpipe.datasets.labels import assemble_labels
-from affpipe.datasets.layout import label_source, parse_label_source
+from affpipe.datasets.layout import PARTITIONS, label_source, parse_label_source
 from affpipe.datasets.settings import check_root, dataset_settings
 from affpipe.errors import AffpipeError, DatasetError, VideoError
 from affpipe.progress import progress
@@ -183,6 +186,97 @@ def build_manifest(name: str, settings: dict[str, Any], *, max_frame_shortfall: 
         "excluded": json.dumps(excluded),
     }
     return table.replace_schema_metadata({k.encode(): v.encode() for k, v in metadata.items()})
+
+
+#: columns every reader of a manifest uses; :func:`read_manifest` checks these and the ones asked for
+MANIFEST_KEY_COLUMNS = ("video", "partition")
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A manifest as :func:`read_manifest` read and checked it: its rows (dicts of the columns, sorted
+    by video id; iterating over a Manifest gives them) and its schema metadata."""
+
+    path: Path
+    rows: list[dict[str, Any]]
+    metadata: dict[bytes, bytes]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def dataset(self) -> str | None:
+        """The dataset key the manifest was built for (None when it does not record one)."""
+        return self.metadata.get(b"dataset", b"").decode() or None
+
+    @property
+    def adapter(self) -> str | None:
+        """The adapter that built it (None when it does not record one)."""
+        return self.metadata.get(b"adapter", b"").decode() or None
+
+    def excluded(self) -> list[dict[str, str]]:
+        """The videos it left out (:func:`manifest_excluded`)."""
+        return manifest_excluded(self.metadata)
+
+    def by_video(self) -> dict[str, dict[str, Any]]:
+        """Rows by video id."""
+        return {row["video"]: row for row in self.rows}
+
+    def row(self, video: str) -> dict[str, Any]:
+        """The row of ``video``; a DatasetError naming the manifest when it has none."""
+        for row in self.rows:
+            if row["video"] == video:
+                return row
+        raise DatasetError(f"video {video!r} is not in the manifest", path=self.path)
+
+
+def read_manifest(path: str | os.PathLike, *, columns: Sequence[str] = ()) -> Manifest:
+    """Read and check a ``manifest.parquet`` (the one reader of the file :func:`build_manifest` makes).
+
+    Parameters
+    ----------
+    path : path
+        ``results/{ds}/manifest.parquet``.
+    columns : sequence of str
+        Columns the caller reads besides ``video`` and ``partition`` (e.g. ``fps``, ``n_frames``):
+        checked to be there.
+
+    Raises
+    ------
+    DatasetError
+        Naming the file: it does not exist or is not Parquet; a column is missing; a video id is
+        empty or listed twice; a partition is not train, devel or test.
+    """
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError("manifest does not exist", path=path,
+                           hint="run the manifest stage first (`affpipe manifest`, or its Snakemake target)")
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for what is not Parquet
+        raise DatasetError(f"cannot read the manifest as Parquet ({exc})", path=path) from None
+    missing = [c for c in dict.fromkeys((*MANIFEST_KEY_COLUMNS, *columns)) if c not in table.column_names]
+    if missing:
+        raise DatasetError(f"manifest lacks column(s) {', '.join(missing)}", path=path)
+    rows = table.to_pylist()
+    seen: set[str] = set()
+    for r in rows:
+        video, partition = r["video"], r["partition"]
+        if not video:
+            raise DatasetError("manifest has a row without a video id", path=path)
+        if video in seen:
+            raise DatasetError(f"manifest lists video {video!r} twice", path=path)
+        seen.add(video)
+        if partition not in PARTITIONS:
+            raise DatasetError(f"video {video!r} has unknown partition {partition!r} "
+                               f"(expected {', '.join(PARTITIONS)})", path=path)
+    rows.sort(key=lambda r: r["video"])
+    return Manifest(path=path, rows=rows, metadata=dict(table.schema.metadata or {}))
 
 
 def manifest_warnings(table: pa.Table) -> list[str]:

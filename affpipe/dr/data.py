@@ -113,23 +113,6 @@ def read_video_info(path: str | os.PathLike, *, video: str | None = None, partit
     return VideoInfo(video or path.stem, path, partition, float(fps), size, frames, valid)
 
 
-def read_manifest(path: str | os.PathLike) -> list[dict]:
-    """Rows of a manifest (``video``, ``partition``, ``fps``, ...), checked for those columns."""
-    import pyarrow.parquet as pq
-
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError("manifest does not exist", path=path, hint="run the manifest stage first")
-    try:
-        table = pq.read_table(path)
-    except Exception as exc:  # pyarrow raises several types for non-parquet input
-        raise DatasetError(f"cannot read manifest as Parquet ({exc})", path=path) from None
-    missing = [c for c in ("video", "partition", "fps") if c not in table.column_names]
-    if missing:
-        raise DatasetError(f"manifest lacks column(s) {', '.join(missing)}", path=path)
-    return table.select(["video", "partition", "fps"]).to_pylist()
-
-
 def videos_from_manifest(manifest: str | os.PathLike, static_dir: str | os.PathLike, *, partitions: Sequence[str]) -> list[VideoInfo]:
     """The videos of the given partitions, with their static stores ``static_dir/{video}.h5``.
 
@@ -138,9 +121,11 @@ def videos_from_manifest(manifest: str | os.PathLike, static_dir: str | os.PathL
     DatasetError
         Naming the static store that is missing (every listed video must have one).
     """
+    from affpipe.datasets.manifest import read_manifest
+
     static_dir = Path(static_dir)
     out = []
-    for row in read_manifest(manifest):
+    for row in read_manifest(manifest, columns=("fps",)):
         if row["partition"] not in partitions:
             continue
         path = static_dir / f"{row['video']}.h5"

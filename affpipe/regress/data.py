@@ -37,6 +37,9 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from affpipe.datasets.labels import Labels, read_labels
+from affpipe.datasets.manifest import Manifest
+from affpipe.datasets.manifest import read_manifest as _read_manifest
 from affpipe.errors import AffpipeError, ConfigError, DatasetError
 
 log = logging.getLogger(__name__)
@@ -55,64 +58,10 @@ CHUNK_CACHE_BYTES = 64 * 1024 * 1024
 GIB = 1024 ** 3
 
 
-def read_manifest(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Manifest rows (dicts), sorted by video id; checks the columns this stage uses."""
-    import pyarrow.parquet as pq
-
-    path = Path(path)
-    try:
-        table = pq.read_table(path)
-    except FileNotFoundError:
-        raise DatasetError("manifest does not exist (run `affpipe manifest` first)", path=path) from None
-    except (OSError, ValueError) as exc:
-        raise DatasetError(f"cannot read the manifest ({exc})", path=path) from None
-    missing = {"video", "partition", "fps"} - set(table.column_names)
-    if missing:
-        raise DatasetError(f"manifest lacks column(s) {', '.join(sorted(missing))}", path=path)
-    rows = sorted(table.to_pylist(), key=lambda r: r["video"])
-    for r in rows:
-        if r["partition"] not in ("train", "devel", "test"):
-            raise DatasetError(f"video {r['video']!r} has unknown partition {r['partition']!r}", path=path)
-    return rows
-
-
-@dataclass
-class Labels:
-    """One video's labels on its frames."""
-
-    frame: np.ndarray  # (n,) int64, 0..n-1
-    time_s: np.ndarray  # (n,) float64
-    values: np.ndarray  # (n, 2) float32 (valence, arousal), NaN = unlabelled
-
-    @property
-    def n_frames(self) -> int:
-        return int(self.frame.shape[0])
-
-
-def read_labels(path: str | os.PathLike) -> Labels:
-    """Read and check a labels file (``frame`` must be exactly 0..n-1)."""
-    import pyarrow.parquet as pq
-
-    path = Path(path)
-    try:
-        table = pq.read_table(path)
-    except FileNotFoundError:
-        raise DatasetError("labels file does not exist", path=path) from None
-    except (OSError, ValueError) as exc:
-        raise DatasetError(f"cannot read the labels file ({exc})", path=path) from None
-    missing = {"frame", "time_s", *LABEL_COLUMNS} - set(table.column_names)
-    if missing:
-        raise DatasetError(f"labels file lacks column(s) {', '.join(sorted(missing))}", path=path)
-    frame = table["frame"].to_numpy().astype(np.int64)
-    if not np.array_equal(frame, np.arange(frame.size)):
-        raise DatasetError("labels `frame` column is not 0..n-1 in order", path=path)
-    values = np.stack(
-        [table[c].to_numpy(zero_copy_only=False).astype(np.float32) for c in LABEL_COLUMNS], axis=1
-    )
-    if np.isinf(values).any():
-        raise DatasetError("labels hold infinite values", path=path)
-    time_s = table["time_s"].to_numpy(zero_copy_only=False).astype(np.float64)
-    return Labels(frame=frame, time_s=time_s, values=values)
+def read_manifest(path: str | os.PathLike) -> Manifest:
+    """The manifest (:func:`affpipe.datasets.manifest.read_manifest`: rows sorted by video id, checked),
+    with the columns this stage reads (``fps`` besides ``video`` and ``partition``)."""
+    return _read_manifest(path, columns=("fps",))
 
 
 class FeatureSource:

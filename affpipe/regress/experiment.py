@@ -14,13 +14,10 @@ A regressor may read other datasets of the features store than ``features`` (and
 landmarks of the static stores, ``exp.static_dir``) (``spec.inputs``) and train with its own values
 of some settings (``spec.prepare_settings``, applied first; the effective settings are recorded).
 
-``predictions.parquet`` columns: ``video`` (string), ``partition`` (string), ``frame`` (int32),
-``time_s`` (float64), ``valence_pred``, ``arousal_pred`` (float32, finite on every row),
-``valence_true``, ``arousal_true`` (float32, NaN = unlabelled), ``filled`` (bool: no feature at
-this frame, the prediction comes from the fill rule). With a median filter (a window > 1) the
-predictions are the filtered ones and ``valence_pred_raw``, ``arousal_pred_raw`` (float32) hold the
-unfiltered ones. Its schema metadata holds the experiment, input, regressor, backbone, fill rule,
-post-processing, selected epoch, the settings (JSON) and their hash.
+``predictions.parquet`` (format, writer and reader: :mod:`affpipe.regress.predictions`): one row per
+frame of every video. With a median filter (a window > 1) the predictions are the filtered ones and
+``<dim>_pred_raw`` hold the unfiltered ones. Its schema metadata holds the experiment, input,
+regressor, backbone, fill rule, post-processing, selected epoch, the settings (JSON) and their hash.
 """
 
 from __future__ import annotations
@@ -42,12 +39,11 @@ from affpipe.errors import AffpipeError, ConfigError
 from affpipe.regress import data as rdata
 from affpipe.regress import postprocess
 from affpipe.regress.fill import FILL_DESCRIPTIONS, NO_FEATURE_RULE, fill_predictions
+from affpipe.regress.predictions import video_predictions, write_predictions
 from affpipe.regress.registry import OUTPUT_DIMENSIONS, get_regressor
 
 log = logging.getLogger(__name__)
 
-PREDICTIONS_FORMAT = "affpipe-predictions"
-PREDICTIONS_FORMAT_VERSION = 1
 PARTITION_ORDER = ("train", "devel", "test")
 #: file attribute / settings key names under which a features store may record its backbone
 BACKBONE_KEYS = ("backbone",)
@@ -71,25 +67,6 @@ class Experiment:
     features_dir: Path
     labels_dir: Path
     static_dir: Path | None = None  # results/{ds}/static (aligned landmarks), for regressors that read them
-
-
-def predictions_schema(*, raw: bool = False):
-    """Columns of ``predictions.parquet`` (``raw``: with the unfiltered predictions of a median filter)."""
-    import pyarrow as pa
-
-    raw_fields = [pa.field(f"{d}_pred_raw", pa.float32()) for d in OUTPUT_DIMENSIONS] if raw else []
-    return pa.schema([
-        pa.field("video", pa.string()),
-        pa.field("partition", pa.string()),
-        pa.field("frame", pa.int32()),
-        pa.field("time_s", pa.float64()),
-        pa.field("valence_pred", pa.float32()),
-        pa.field("arousal_pred", pa.float32()),
-        pa.field("valence_true", pa.float32()),
-        pa.field("arousal_true", pa.float32()),
-        pa.field("filled", pa.bool_()),
-        *raw_fields,
-    ])
 
 
 def _store_backbone(source: rdata.FeatureSource) -> str | None:
@@ -151,10 +128,9 @@ def run_experiment(
     dict
         The summary.
     """
-    import pyarrow as pa
     import torch
 
-    from affpipe.io.atomic import write_parquet, write_text
+    from affpipe.io.atomic import write_text
     from affpipe.regress import train as rtrain
 
     t_start = time.monotonic()
@@ -278,20 +254,8 @@ def run_experiment(
             log.warning(note)
             summary["notes"].append(note)
         beyond += v.source.beyond
-        n = v.labels.n_frames
-        tables.append(pa.table({
-            "video": pa.array([v.video] * n, pa.string()),
-            "partition": pa.array([v.partition] * n, pa.string()),
-            "frame": pa.array(v.labels.frame.astype(np.int32)),
-            "time_s": pa.array(v.labels.time_s),
-            "valence_pred": pa.array(values[:, 0]),
-            "arousal_pred": pa.array(values[:, 1]),
-            "valence_true": pa.array(v.labels.values[:, 0]),
-            "arousal_true": pa.array(v.labels.values[:, 1]),
-            "filled": pa.array(filled),
-            **({f"{d}_pred_raw": pa.array(raw[:, j].astype(np.float32)) for j, d in enumerate(OUTPUT_DIMENSIONS)}
-               if filtering else {}),
-        }, schema=predictions_schema(raw=filtering)))
+        tables.append(video_predictions(v.video, v.partition, frame=v.labels.frame, time_s=v.labels.time_s, pred=values,
+                                        true=v.labels.values, filled=filled, raw=raw if filtering else None))
         v.source.unload()
         v.source.close()
 
@@ -302,7 +266,6 @@ def run_experiment(
         emit(v)
     order = {v: i for i, v in enumerate(r["video"] for r in rows)}
     tables.sort(key=lambda t: order[t["video"][0].as_py()] if t.num_rows else -1)
-    table = pa.concat_tables(tables) if tables else predictions_schema(raw=filtering).empty_table()
     for part in fill_stats.values():
         part["filled_share"] = part["filled_frames"] / part["frames"] if part["frames"] else 0.0
     summary["fill"] = fill_stats
@@ -311,8 +274,6 @@ def run_experiment(
     summary["seconds"] = time.monotonic() - t_start
 
     meta = {
-        "format": PREDICTIONS_FORMAT,
-        "format_version": str(PREDICTIONS_FORMAT_VERSION),
         "affpipe_version": __version__,
         "experiment": exp.name,
         "label": exp.label or exp.name,
@@ -335,7 +296,7 @@ def run_experiment(
         write_text(json.dumps(summary, indent=2, sort_keys=False, default=_json_default) + "\n", summary_out)
     if model is not None:
         _save_model(out.with_name("model.pt"), model, result.scaler, summary)
-    write_parquet(table, out, metadata=meta)
+    write_predictions(tables, out, raw=filtering, metadata=meta)
     if checkpoint.exists():
         checkpoint.unlink()
     for part, s in fill_stats.items():
