@@ -179,3 +179,29 @@ def test_snakemake_names_the_source_of_a_bad_value(tmp_path):
     assert res.returncode != 0
     assert "config key `faces.redetect_every` (from the command line --config): '5.5' is not of type 'integer'" in out, out
     assert f"config key `static.size` (from --configfile {cfg}): 'big' is not of type 'integer'" in out, out
+
+
+def test_settings_are_validated_once_per_content(monkeypatch):
+    """section_settings validates each distinct content once per process (issue 14 §6): a second call
+    with equal settings validates nothing, returns an equal, independent copy, and leaves the input
+    alone; other content, or an invalid value, is validated (and refused) as before."""
+    import affpipe.config as config
+
+    calls = []
+    real = config.validate
+    monkeypatch.setattr(config, "validate", lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    monkeypatch.setattr(config, "_VALIDATED", {})  # this process's earlier validations
+    given = {"redetect_every": 7, "detector": "hog"}
+    first = section_settings("faces", given)
+    assert given == {"redetect_every": 7, "detector": "hog"}
+    first["detector"] = "changed"
+    second = section_settings("faces", dict(given))
+    assert second["detector"] == "hog" and second["redetect_every"] == 7
+    assert second == real(dict(given), "faces.schema.yaml")
+    assert calls == ["faces.schema.yaml"]
+    section_settings("faces", {"redetect_every": 8})
+    assert calls == ["faces.schema.yaml"] * 2
+    for n in (3, 4):
+        with pytest.raises(ConfigError, match="faces.redetect_every"):
+            section_settings("faces", {"redetect_every": "x"})
+        assert len(calls) == n

@@ -610,3 +610,68 @@ def test_real_videos_container_counts_are_used_without_decoding(tmp_path):
     assert (rows["single"]["n_frames"], rows["single"]["width"], rows["single"]["height"]) == (72, 640, 360)
     assert rows["single"]["fps"] == pytest.approx(30.0) and rows["single"]["duration_s"] == pytest.approx(2.4)
     assert rows["noface"]["n_frames"] == 98
+
+
+def test_read_manifest_is_the_one_checked_reader(tmp_path):
+    """read_manifest (every stage and the workflow read the manifest with it): rows sorted by video,
+    metadata, and a clear error naming the file for each way a manifest can be wrong."""
+    import pyarrow as pa
+
+    from affpipe.datasets import read_manifest
+    from affpipe.io.atomic import write_parquet
+
+    def manifest(rows, name="m.parquet", **meta):
+        path = tmp_path / name
+        write_parquet(pa.Table.from_pylist(rows), path, metadata=meta or None)
+        return path
+
+    ok = manifest([{"video": "b", "partition": "test", "fps": 25.0}, {"video": "a", "partition": "train", "fps": 30.0}],
+                  dataset="toy", adapter="csv")
+    m = read_manifest(ok, columns=("fps",))
+    assert [r["video"] for r in m] == ["a", "b"] and len(m) == 2
+    assert (m.dataset, m.adapter, m.excluded()) == ("toy", "csv", [])
+    assert m.row("b")["fps"] == 25.0 and set(m.by_video()) == {"a", "b"}
+    with pytest.raises(DatasetError, match=r"m\.parquet: video 'c' is not in the manifest"):
+        m.row("c")
+    (tmp_path / "text.parquet").write_text("not parquet")
+    cases = [
+        (tmp_path / "none.parquet", (), r"none\.parquet: manifest does not exist"),
+        (tmp_path / "text.parquet", (), r"text\.parquet: cannot read the manifest as Parquet"),
+        (ok, ("fps", "n_frames"), r"m\.parquet: manifest lacks column\(s\) n_frames"),
+        (manifest([{"video": "a", "partition": "train"}, {"video": "a", "partition": "test"}], "dup.parquet"), (),
+         r"dup\.parquet: manifest lists video 'a' twice"),
+        (manifest([{"video": "a", "partition": "dev"}], "part.parquet"), (),
+         r"part\.parquet: video 'a' has unknown partition 'dev' \(expected train, devel, test\)"),
+        (manifest([{"video": "", "partition": "train"}], "empty.parquet"), (),
+         r"empty\.parquet: manifest has a row without a video id"),
+    ]
+    for path, columns, message in cases:
+        with pytest.raises(DatasetError, match=message):
+            read_manifest(path, columns=columns)
+
+
+def test_read_labels_is_the_one_checked_reader(tmp_path):
+    """read_labels (regression, CNN and summary read the labels files with it) names the file."""
+    import pyarrow as pa
+
+    from affpipe.datasets.labels import LABELS_SCHEMA, read_labels
+    from affpipe.io.atomic import write_parquet
+
+    def labels(frames, name):
+        n = len(frames)
+        table = pa.table({"frame": pa.array(frames, pa.int32()), "time_s": pa.array(np.arange(n) / 25.0),
+                          "valence": pa.array(np.linspace(-1, 1, n), pa.float32()),
+                          "arousal": pa.array(np.full(n, np.nan), pa.float32())}, schema=LABELS_SCHEMA)
+        write_parquet(table, tmp_path / name)
+        return tmp_path / name
+
+    got = read_labels(labels([0, 1, 2], "ok.parquet"))
+    assert got.n_frames == 3 and got.values.dtype == np.float32 and got.values.shape == (3, 2)
+    assert np.isnan(got.values[:, 1]).all() and got.frame.dtype == np.int64
+    with pytest.raises(DatasetError, match=r"gap\.parquet: labels `frame` column is not 0\.\.n-1 in order"):
+        read_labels(labels([0, 2, 3], "gap.parquet"))
+    with pytest.raises(DatasetError, match=r"none\.parquet: labels file does not exist"):
+        read_labels(tmp_path / "none.parquet")
+    write_parquet(pa.table({"frame": pa.array([0], pa.int32())}), tmp_path / "cols.parquet")
+    with pytest.raises(DatasetError, match=r"cols\.parquet: labels file lacks column\(s\) time_s, valence, arousal"):
+        read_labels(tmp_path / "cols.parquet")
