@@ -40,12 +40,11 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from affpipe import __version__
+from affpipe import __version__, runtime
 from affpipe.cnn.backbones import PerFrameRegressor, load_pretrained
 from affpipe.cnn.data import FrameDataset, FrameIndex, encoded_bytes, make_loader, preload
 from affpipe.cnn.inputs import InputSpec, resize_batch
 from affpipe.errors import AffpipeError
-from affpipe.io.atomic import atomic_path
 from affpipe.progress import progress
 
 log = logging.getLogger(__name__)
@@ -70,12 +69,9 @@ RESUME_FREE_KEYS = ("epochs", "patience", "device", "amp", "loader_workers", "ca
 # small helpers
 # ------------------------------------------------------------------------------------------------
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available else CPU; ``cuda`` without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise AffpipeError("cnn.device is cuda but no CUDA device is available", hint="set cnn.device: auto or cpu")
-    return torch.device(name)
+    """``cnn.device``: ``auto`` -> CUDA when available else CPU; ``cuda`` without a GPU is an error
+    (:func:`affpipe.runtime.select_device`)."""
+    return runtime.select_device(name, key="cnn.device")
 
 
 def batch_sizes(settings: Mapping[str, Any], device: torch.device) -> tuple[int, int]:
@@ -84,15 +80,12 @@ def batch_sizes(settings: Mapping[str, Any], device: torch.device) -> tuple[int,
     return int(settings.get("batch_size") or train_default), int(settings.get("eval_batch_size") or eval_default)
 
 
-def set_determinism(seed: int, *, deterministic: bool) -> None:
-    """Seed torch/numpy and switch on deterministic kernels."""
-    torch.manual_seed(seed)
-    np.random.seed(seed % (2**32))
+def set_determinism(seed: int, *, deterministic: bool, device: torch.device) -> None:
+    """Seed torch/numpy and (``cnn.deterministic``) switch on deterministic kernels, on CPU too with
+    only a warning for an op without one (:mod:`affpipe.runtime`)."""
+    runtime.seed_everything(seed, python=False)
     if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
+        runtime.deterministic_kernels(device, strict_cpu=False)
 
 
 def ccc(pred: np.ndarray, true: np.ndarray) -> float:
@@ -186,11 +179,6 @@ def fingerprint(payload: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
-
-
 # ------------------------------------------------------------------------------------------------
 @dataclass
 class TrainData:
@@ -262,8 +250,8 @@ def train_model(spec: InputSpec, data: TrainData, settings: Mapping[str, Any], *
                            hint="check the manifest partitions and the labels")
     torch.set_num_threads(max(1, int(threads)))
     seed = int(settings["seed"])
-    set_determinism(seed, deterministic=bool(settings["deterministic"]))
     device = resolve_device(settings["device"])
+    set_determinism(seed, deterministic=bool(settings["deterministic"]), device=device)
     amp = bool(settings["amp"]) and device.type == "cuda"
     bs_train, bs_eval = batch_sizes(settings, device)
     input_size = int(settings.get("input_size") or index.size)
@@ -370,12 +358,12 @@ def train_model(spec: InputSpec, data: TrainData, settings: Mapping[str, Any], *
         improved = state["best_epoch"] == 0 or score > state["best_score"]  # epoch 1 is kept even with a NaN score
         if improved:
             state["best_score"], state["best_epoch"], state["bad_epochs"] = score, epoch, 0
-            atomic_torch_save({"epoch": epoch, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, best_path)
+            runtime.save_torch({"epoch": epoch, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, best_path)
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch
         state["history"].append(rec)
-        atomic_torch_save({
+        runtime.save_torch({
             "fingerprint": fp, "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
             "scaler": scaler.state_dict() if amp else {}, "state": state,
         }, ckpt_path)
@@ -412,7 +400,7 @@ def train_model(spec: InputSpec, data: TrainData, settings: Mapping[str, Any], *
     }
     meta.update(extra_meta or {})
     meta = json.loads(json.dumps(meta, default=str))  # plain types only (weights_only loading)
-    atomic_torch_save({"state_dict": best["model"], "metadata": meta}, out)
+    runtime.save_torch({"state_dict": best["model"], "metadata": meta}, out)
     train_ds.close()
     if devel_ds is not None:
         devel_ds.close()
@@ -492,7 +480,7 @@ def pretrained_model(spec: InputSpec, settings: Mapping[str, Any], *, size: int,
     }
     meta.update(extra_meta or {})
     meta = json.loads(json.dumps(meta, default=str))
-    atomic_torch_save({"state_dict": model.state_dict(), "metadata": meta}, out)
+    runtime.save_torch({"state_dict": model.state_dict(), "metadata": meta}, out)
     return meta
 
 

@@ -76,13 +76,13 @@ def handler(args: argparse.Namespace) -> int:
     if args.manifest is not None and args.video is not None:
         raise ConfigError("--video names the one video of --out; with --manifest every video is extracted")
     torch.set_num_threads(args.threads)
-    set_determinism(int(settings["seed"]), deterministic=bool(settings["deterministic"]))
+    device = resolve_device(settings["device"])
+    set_determinism(int(settings["seed"]), deterministic=bool(settings["deterministic"]), device=device)
     model, meta = load_model(args.model)
     # every video starts from this state, as it did in a process of its own (seeded, then the model built)
     restore_rng = rng_restorer()
     spec = spec_from_meta(meta)
     dirs = {"static": args.static, "dynamic": args.dynamic, "dr": args.dr}
-    device = resolve_device(settings["device"])
     model.to(device)
     if args.out is not None:
         video = args.video or args.out.stem

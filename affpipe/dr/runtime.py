@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from affpipe import runtime
 from affpipe.errors import AffpipeError, ConfigError
+from affpipe.runtime import save_torch  # noqa: F401 - the DR model files and checkpoints are written with it
 
 log = logging.getLogger(__name__)
 
@@ -26,16 +25,10 @@ CHECKPOINT_FORMAT = "affpipe-dr-checkpoint"
 
 
 def select_device(name: str):
-    """``auto`` = CUDA when available, else CPU; ``cuda`` without a GPU is a ConfigError."""
-    import torch
-
+    """``dr.device``: ``auto`` = CUDA when available, else CPU; ``cuda`` without a GPU is a ConfigError."""
     if name not in DEVICES:
-        raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {name!r}")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device `cuda` requested but torch sees no CUDA device", hint="set dr.device to auto or cpu")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
+        raise ConfigError(f"dr.device must be one of {', '.join(DEVICES)}, got {name!r}")
+    return runtime.select_device(name, key="dr.device")
 
 
 def configure_torch(*, device, threads: int | None, seed: int) -> None:
@@ -50,26 +43,8 @@ def configure_torch(*, device, threads: int | None, seed: int) -> None:
         if threads < 1:
             raise ConfigError(f"threads must be >= 1, got {threads}")
         torch.set_num_threads(int(threads))
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if device.type == "cuda":
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    else:
-        torch.use_deterministic_algorithms(True)
-
-
-def save_torch(obj: dict[str, Any], path: str | os.PathLike) -> None:
-    """``torch.save`` atomically (temporary file in the same folder, then rename)."""
-    import torch
-
-    from affpipe.io.atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    runtime.seed_everything(seed)
+    runtime.deterministic_kernels(device)
 
 
 def load_torch(path: str | os.PathLike, *, what: str) -> dict[str, Any]:

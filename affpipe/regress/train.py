@@ -41,8 +41,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from affpipe.errors import AffpipeError, ConfigError
-from affpipe.io.atomic import atomic_path
+from affpipe import runtime
+from affpipe.errors import AffpipeError
 from affpipe.regress import sequences
 from affpipe.regress.data import VideoData
 from affpipe.regress.losses import LOSS_RECORD_KEYS, LOSSES, masked_mse  # noqa: F401 - masked_mse re-exported
@@ -68,24 +68,14 @@ FEATURE_NORMS = ("train", "video", "none")
 # device, determinism
 # --------------------------------------------------------------------------------------------
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is a :class:`ConfigError`."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"regression.device is {name!r} but no CUDA device is available",
-                          hint="set regression.device to auto or cpu")
-    return torch.device(name)
+    """``regression.device``: ``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is a
+    :class:`ConfigError` (:func:`affpipe.runtime.select_device`)."""
+    return runtime.select_device(name, key="regression.device")
 
 
 def set_determinism(device: torch.device) -> None:
     """Deterministic kernels (CPU: strict; CUDA: cuBLAS workspace config, deterministic cuDNN)."""
-    if device.type == "cuda":
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    else:
-        torch.use_deterministic_algorithms(True)
+    runtime.deterministic_kernels(device)
 
 
 # --------------------------------------------------------------------------------------------
@@ -376,8 +366,7 @@ def _lr_at(step: int, settings: Mapping[str, Any]) -> float:
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    runtime.save_torch(state, path)
 
 
 def _load_checkpoint(path: Path, fp: str) -> dict[str, Any] | None:
