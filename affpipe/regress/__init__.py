@@ -14,6 +14,8 @@
 * :mod:`affpipe.regress.postprocess` -- median filtering of each video's predictions (pure).
 * :mod:`affpipe.regress.multilevel` -- Kollias & Zafeiriou's multi-level CNN-RNN on the stored CNN taps.
 * :mod:`affpipe.regress.experiment` -- one experiment end to end -> ``predictions.parquet``.
+* :mod:`affpipe.regress.predictions` -- the ``predictions.parquet`` artifact: format, writer and the
+  one reader (used by ``evaluate`` and ``regression-report``).
 """
 
 from affpipe.regress import regressors  # noqa: E402,F401 - registers the regressors (torch-free)
