@@ -102,7 +102,7 @@ def summarize(manifest: Path, results: Path) -> dict:
 
     from affpipe.datasets import manifest_excluded
     from affpipe.faces.advice import faces_table_hint
-    from affpipe.evaluate import NO_FACE_REASON
+    from affpipe.evaluate import NO_FACE_REASON, NOT_SCORED_REASON
 
     table = pq.read_table(manifest)
     rows = table.to_pylist()
@@ -135,7 +135,11 @@ def summarize(manifest: Path, results: Path) -> dict:
     for key in ("detected", "tracked", "lost", "frames_decoded"):
         totals[key] = sum((v["faces"] or {}).get(key, 0) for v in videos.values())
     totals["dfi"] = sum((v["dynamic"] or {}).get("valid", 0) for v in videos.values())
-    return {"dataset": results.name, "totals": totals, "problems": problems, "excluded": excluded, "videos": videos}
+    totals["labelled_frames"] = sum((v["labels"] or {}).get("labelled_frames", 0) for v in videos.values())
+    # a dataset without labels (e.g. a user's recordings predicted by another dataset's models) is not scored
+    scored = {"scored": True} if totals["labelled_frames"] else {"scored": False, "not_scored_reason": NOT_SCORED_REASON}
+    return {"dataset": results.name, **scored, "totals": totals, "problems": problems, "excluded": excluded,
+            "videos": videos}
 
 
 def _run(args: argparse.Namespace) -> int:
