@@ -176,7 +176,7 @@ def manifest_inputs(wildcards):
 
 
 def generated_tree(ds):
-    """The tree rule demo_data writes for generated dataset `ds`: its `root`, which must be
+    """The tree of generated dataset `ds` (written by the demo_data job): its `root`, which must be
     results/<name>/raw of a generated dataset (itself, or e.g. the demo, whose tree also holds the table
     of the unlabelled demo dataset, `datasets.<ds>.table`)."""
     import re

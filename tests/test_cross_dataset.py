@@ -276,9 +276,9 @@ def test_tiny_demo_models_applied_to_other_datasets(tiny_run, tmp_path):
 
     # an experiment without `source` on a dataset without labels: a clear error at DAG build
     res = subprocess.run([*base, "-n", "results/tiny_new/ccc.json", "--config",
-                          "datasets={tiny_new: {experiments: {dfm_bgru: {source: null}}}}"],
+                          "datasets={tiny_new: {experiments: {dfm_own: {input: dfm}}}}"],
                          cwd=copy, capture_output=True, text=True, timeout=300)
     out = res.stdout + res.stderr
     assert res.returncode != 0
-    assert "dataset `tiny_new` has no labels" in out and "datasets.tiny_new.experiments.dfm_bgru.source" in out, \
+    assert "dataset `tiny_new` has no labels" in out and "datasets.tiny_new.experiments.dfm_own.source" in out, \
         out[-3000:]
