@@ -1,6 +1,6 @@
 # Config validation and input functions. Rules stay free of Python logic: everything they need
 # from the config or the manifest comes from the functions below.
-import argparse
+import types
 import functools
 import json
 import os
@@ -158,12 +158,14 @@ def manifest_max_frame_shortfall(wildcards):
 
 
 def manifest_inputs(wildcards):
-    """Inputs of the manifest: the generated tree for a generated dataset, nothing otherwise.
+    """Inputs of the manifest: the generated tree for a generated dataset, nothing otherwise. Checks the
+    dataset's experiments applied from other datasets first (check_experiment_sources).
 
     For a real dataset, fail at DAG-build time (also on `snakemake -n`) when its root is unset or
     missing, naming the config key to set.
     """
     entry = dataset_entry(wildcards.ds)
+    check_experiment_sources(wildcards.ds)
     if entry.get("generated"):
         return {"tree": generated_tree(wildcards.ds)}
     from affpipe.datasets import check_root
@@ -462,7 +464,7 @@ def _regression_settings_cached(wildcards):
     settings, validated once per (dataset, experiment) and Snakemake process (as _stage_settings_cached)."""
     key = (experiment_source(wildcards) or wildcards.ds, wildcards.experiment)
     if key not in _REGRESSION_SETTINGS:
-        wildcards = argparse.Namespace(ds=key[0], experiment=key[1])
+        wildcards = types.SimpleNamespace(ds=key[0], experiment=key[1])
         merged = dict(config.get("regression", {}))
         merged.update(dataset_entry(wildcards.ds).get("regression") or {})
         merged.update(experiment_entry(wildcards)["regression"])
@@ -801,16 +803,20 @@ dr_train_static = _warns_cpu_cost(dr_train_static, dr=True)
 cnn_train_stores = _warns_cpu_cost(cnn_train_stores, dr=False)
 
 
-def _check_experiment_sources():
-    """Check every experiment applied from another dataset (`experiments.<name>.source`) now, so that a
-    mismatch stops the workflow at once, naming the keys, also on `snakemake -n`."""
-    for ds in config.get("datasets") or {}:
-        for name, entry in experiments_settings(ds).items():
-            if entry["enabled"] and entry.get("source"):
-                _SOURCES[(ds, name)] = _check_experiment_source(ds, name, entry)
+_SOURCES_CHECKED = set()
 
 
-_check_experiment_sources()
+def check_experiment_sources(ds):
+    """Check every experiment of `ds` applied from another dataset (`experiments.<name>.source`), once.
+    Called by the manifest's input function, so that a mismatch stops the workflow as soon as any job of
+    `ds` is planned (also on `snakemake -n`), naming the keys, and only then: a change to the source
+    dataset's settings does not stop a run whose targets leave `ds` out."""
+    if ds in _SOURCES_CHECKED:
+        return
+    for name, entry in experiments_settings(ds).items():
+        if entry["enabled"] and entry.get("source"):
+            _SOURCES[(ds, name)] = _check_experiment_source(ds, name, entry)
+    _SOURCES_CHECKED.add(ds)
 
 
 # every function defined above (the rules' input, params and resources functions among them)

@@ -158,11 +158,15 @@ def test_other_features_or_experiment_are_errors_naming_the_file(source, tmp_pat
 
 
 # --- DAG build: the checks of `source`, on the shipped configuration (demo_unlabelled applies the demo's models)
-def _dry(*config: str):
+def _dry(work: Path, *config: str):
+    """`snakemake -n` of the default target (rule all) in a fresh working directory, with the shipped
+    workflow_config.yaml and `--config` overrides."""
     import subprocess
     import sys
 
-    res = subprocess.run([sys.executable, "-m", "snakemake", "-n", "--config", *config], cwd=ROOT,
+    shutil.copy(ROOT / "workflow_config.yaml", work / "workflow_config.yaml")
+    res = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(work),
+                          "-n", *(("--config", *config) if config else ())], cwd=work,
                          capture_output=True, text=True, timeout=120)
     return res.returncode, res.stdout + res.stderr
 
@@ -179,17 +183,31 @@ def _dry(*config: str):
     ("datasets={demo_unlabelled: {experiments: {dfm_nope: {input: dfm, source: demo}}}}",
      ("dataset `demo` has no enabled experiment `dfm_nope`",)),
 ])
-def test_source_mismatch_stops_the_dag_build_naming_the_keys(override, names):
-    code, out = _dry(override)
+def test_source_mismatch_stops_the_dag_build_naming_the_keys(override, names, tmp_path):
+    code, out = _dry(tmp_path, override)
     assert code != 0
     for name in names:
         assert name in out, out[-3000:]
 
 
-def test_shipped_config_applies_the_demo_models_to_the_unlabelled_demo():
-    code, out = _dry()
+def test_shipped_config_applies_the_demo_models_to_the_unlabelled_demo(tmp_path):
+    code, out = _dry(tmp_path)
     assert code == 0, out[-3000:]
     assert "results/demo_unlabelled/ccc.json" in out
+
+
+def test_a_change_to_the_source_leaves_other_targets_alone(tmp_path):
+    """demo_unlabelled's check runs when one of its jobs is planned, not for a target that leaves it out."""
+    code, out = _dry(tmp_path, "datasets={demo: {dynamic: {T: 6}}}")
+    assert code != 0 and "`dynamic.T` (demo_unlabelled: 10, demo: 6)" in out, out[-3000:]
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory",
+                          str(tmp_path), "-n", "results/demo/manifest.parquet", "--config",
+                          "datasets={demo: {dynamic: {T: 6}}}"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
 
 
 # --- the workflow on the tiny demo run: an unlabelled and a labelled second dataset -------------------------
