@@ -37,3 +37,8 @@ rule all:
         "results/demo/report/results.md",
         "results/demo/report/quality.html",
         "results/demo/report/dr_ranking.png",
+        # the demo's models applied to unlabelled videos (datasets.demo_unlabelled): predictions only
+        "results/demo_unlabelled/ccc.json",
+        "results/demo_unlabelled/report/regression",
+        "results/demo_unlabelled/report/summary.json",
+        "results/demo_unlabelled/report/results.md",

@@ -28,7 +28,13 @@ table) are not scored either and are counted per video in ``frames_not_scored``.
 
 Only labelled frames (label not NaN) are scored, per dimension. A partition without any labelled
 frame (e.g. SEMAINE's test set, whose labels are not distributed) is listed with ``scored: false``.
-Predictions are never dropped: every frame has a finite prediction, which is checked.
+Predictions are never dropped: every frame has a finite prediction, which is checked. A dataset
+without any labelled frame (e.g. a user's own recordings, predicted by models trained on another
+dataset: ``experiments.<name>.source``) gets ``"scored": false`` and a ``not_scored_reason`` at the top
+level, and ``null`` for every CCC of the summary; its predictions are in each experiment's file.
+
+An experiment applied from another dataset records where its model comes from under ``source``
+(dataset, model file and its sha256, training summary); ``null`` for an experiment trained here.
 """
 
 from __future__ import annotations
@@ -196,7 +202,17 @@ def experiment_info(p: ExperimentPredictions) -> dict[str, Any]:
     except json.JSONDecodeError:
         info["notes"] = []
     info["predictions"] = p.source
+    try:
+        info["source"] = json.loads(m["source"]) if m.get("source") else None
+    except json.JSONDecodeError:
+        info["source"] = None
     return info
+
+
+#: ``not_scored_reason`` of a ccc.json (and summary.json) whose dataset has no labelled frame
+NOT_SCORED_REASON = ("no labelled frame: the videos of this dataset have no labels (empty `labels` column, or "
+                     "labels not distributed), so nothing is scored; the predictions are in each experiment's "
+                     "predictions.parquet and the trace plots")
 
 
 def build_report(
@@ -244,6 +260,10 @@ def build_report(
             summary_raw[p.name] = ccc_summary(parts_raw)
     definition = {name: {k: infos[name][k] for k in ("input", "regressor", "backbone", "fill_rule", "settings_sha256")}
                   for name in infos}
+    for name in infos:
+        if infos[name]["source"] is not None:
+            definition[name]["source"] = infos[name]["source"]
+    scored = any(part["scored"] for e in exps.values() for part in e["partitions"].values())
     return {
         "format": CCC_FORMAT,
         "format_version": CCC_FORMAT_VERSION,
@@ -254,6 +274,8 @@ def build_report(
         "config_hash_covers": "each experiment's input, regressor, backbone, fill rule and regression settings "
         "(sha256 of their JSON), and the evaluate settings",
         "evaluate_settings": dict(settings),
+        "scored": scored,
+        **({} if scored else {"not_scored_reason": NOT_SCORED_REASON}),
         "metrics": metrics.METRIC_DEFINITIONS,
         "aggregations": metrics.AGGREGATION_DEFINITIONS,
         "scored_frames": "frames with a label (per dimension); every frame has a prediction, frames without a "

@@ -96,11 +96,12 @@ def trace_figure(
     axes[0, 0].set_ylim(*VALUE_LIMITS)
     for ax in axes[-1]:
         ax.set_xlabel("time (s)", fontsize=8)
-    handles = [matplotlib.lines.Line2D([], [], color=TRUTH_COLOR, lw=1.6, label="label"),
-               matplotlib.lines.Line2D([], [], color="0.4", lw=1.4, label="prediction"),
-               matplotlib.lines.Line2D([], [], color="0.4", lw=1.2, ls=":", label="prediction, no feature (filled)")]
+    handles = [matplotlib.lines.Line2D([], [], color=TRUTH_COLOR, lw=1.6, label="label")] if any(labelled) else []
+    handles += [matplotlib.lines.Line2D([], [], color="0.4", lw=1.4, label="prediction"),
+                matplotlib.lines.Line2D([], [], color="0.4", lw=1.2, ls=":", label="prediction, no feature (filled)")]
     fig.legend(handles=handles, loc="outside upper right", ncol=3, fontsize=8, frameon=False)
-    fig.suptitle(f"{video} ({partition}): predicted vs true, CCC on this video", x=0.02, ha="left", fontsize=11)
+    title = "predicted vs true, CCC on this video" if any(labelled) else "predictions (no labels: not scored)"
+    fig.suptitle(f"{video} ({partition}): {title}", x=0.02, ha="left", fontsize=11)
     return fig
 
 

@@ -91,8 +91,9 @@ def caption(report: Mapping[str, Any], aggregation: str, source: str = "ccc.json
     """Plain-text caption: the metrics, the aggregation, the partitions, the dataset and the source file."""
     parts, unscored = scored_partitions(report)
     ds = report.get("dataset") or "dataset"
-    text = (f"CCC and PCC of arousal and valence on {ds}, {AGGREGATION_CAPTION[aggregation]} "
-            f"({_video_counts(report, parts)}). Best value per column in bold; {MISSING} = undefined.")
+    counts = _video_counts(report, parts)
+    text = (f"CCC and PCC of arousal and valence on {ds}, {AGGREGATION_CAPTION[aggregation]}"
+            f"{f' ({counts})' if counts else ''}. Best value per column in bold; {MISSING} = undefined.")
     if unscored:
         text += f" Not scored (no labels): {', '.join(unscored)}."
     return text + f" Numbers from {source}."

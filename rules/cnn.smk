@@ -4,6 +4,8 @@
 # model load once, not once per video; a retrained model re-runs its own input only). Settings: section `cnn`. With
 # cnn.mode: pretrained, cnn_train trains nothing (model.pt = cnn.weights as given) and the features are
 # the weights' fc6 (no `pred`).
+#   cnn_features_from  another dataset's trained CNN extracts this dataset's features, for experiments applied
+#                      from it (experiments.<name>.source): results/{ds}/features_from/{src}/{input}
 
 
 wildcard_constraints:
@@ -55,6 +57,31 @@ rule cnn_features:
         "results/{ds}/logs/cnn_features/{input}.log",
     benchmark:
         "results/{ds}/benchmarks/cnn_features/{input}.tsv"
+    conda:
+        ENV
+    shell:
+        "{params.affpipe} cnn-features --model {input.model} --manifest {input.manifest} {params.stores} "
+        "--out-dir {output.features} --settings {params.settings:q} --threads {threads} 2> {log}"
+
+
+rule cnn_features_from:
+    input:
+        manifest=manifest_path,
+        model=cnn_source_model,
+        stores=cnn_source_features_stores,
+    output:
+        features=directory("results/{ds}/features_from/{src}/{input}"),
+    params:
+        affpipe=AFFPIPE,
+        settings=cnn_source_settings_json,
+        stores=cnn_source_store_args,
+    threads: config["threads"]["cnn_features"]
+    resources:
+        gpu=cnn_source_gpus,
+    log:
+        "results/{ds}/logs/cnn_features_from/{src}/{input}.log",
+    benchmark:
+        "results/{ds}/benchmarks/cnn_features_from/{src}/{input}.tsv"
     conda:
         ENV
     shell:

@@ -1,5 +1,6 @@
 # Config validation and input functions. Rules stay free of Python logic: everything they need
 # from the config or the manifest comes from the functions below.
+import types
 import functools
 import json
 import os
@@ -42,6 +43,7 @@ STAGE_SECTIONS = ("faces", "static", "dynamic", "dr", "demo", "cnn", "regression
 
 wildcard_constraints:
     ds=r"[A-Za-z0-9_-]+",
+    src=r"[A-Za-z0-9_-]+",
     video=r"[^/]+",
 
 
@@ -156,14 +158,16 @@ def manifest_max_frame_shortfall(wildcards):
 
 
 def manifest_inputs(wildcards):
-    """Inputs of the manifest: the generated tree for a generated dataset, nothing otherwise.
+    """Inputs of the manifest: the generated tree for a generated dataset, nothing otherwise. Checks the
+    dataset's experiments applied from other datasets first (check_experiment_sources).
 
     For a real dataset, fail at DAG-build time (also on `snakemake -n`) when its root is unset or
     missing, naming the config key to set.
     """
     entry = dataset_entry(wildcards.ds)
+    check_experiment_sources(wildcards.ds)
     if entry.get("generated"):
-        return {"tree": f"results/{wildcards.ds}/raw"}
+        return {"tree": generated_tree(wildcards.ds)}
     from affpipe.datasets import check_root
 
     try:
@@ -171,6 +175,20 @@ def manifest_inputs(wildcards):
     except AffpipeError as err:
         raise WorkflowError(str(err)) from None
     return {}
+
+
+def generated_tree(ds):
+    """The tree of generated dataset `ds` (written by the demo_data job): its `root`, which must be
+    results/<name>/raw of a generated dataset (itself, or e.g. the demo, whose tree also holds the table
+    of the unlabelled demo dataset, `datasets.<ds>.table`)."""
+    import re
+
+    root = os.path.normpath(dataset_entry(ds).get("root") or f"results/{ds}/raw")
+    m = re.fullmatch(r"results/([A-Za-z0-9_-]+)/raw", root)
+    if not m or not (dataset_entry(m[1]) or {}).get("generated"):
+        raise WorkflowError(f"`datasets.{ds}.root` of a generated dataset (`datasets.{ds}.generated: true`) must be "
+                            f"results/<name>/raw of a generated dataset (rule demo_data writes it), got `{root}`")
+    return root
 
 
 @functools.lru_cache(maxsize=None)
@@ -351,6 +369,42 @@ def cnn_model(wildcards):
     return f"results/{wildcards.ds}/cnn/{wildcards.input}/model.pt"
 
 
+def cnn_source_settings_json(wildcards):
+    """The source dataset's `cnn` settings (its CNN extracts this dataset's features with them)."""
+    return stage_settings_json("cnn", wildcards.src)
+
+
+def _cnn_source_spec(wildcards):
+    from affpipe.cnn.inputs import parse_input
+
+    try:
+        return parse_input(wildcards.input, mdr_levels=stage_settings("cnn", wildcards.src)["mdr_levels"])
+    except AffpipeError as err:
+        raise WorkflowError(f"{err} (in results/{wildcards.ds}/features_from/{wildcards.src}/{wildcards.input})") from None
+
+
+def cnn_source_model(wildcards):
+    """The source dataset's trained CNN of this input."""
+    dataset_entry(wildcards.src)
+    return f"results/{wildcards.src}/cnn/{wildcards.input}/model.pt"
+
+
+def cnn_source_features_stores(wildcards):
+    """This dataset's stores (of every video) that the source's CNN reads."""
+    return _cnn_store_inputs(wildcards.ds, _cnn_source_spec(wildcards).stores, video_ids(wildcards.ds))
+
+
+def cnn_source_store_args(wildcards):
+    from affpipe.cnn.inputs import STORE_DIRS
+
+    return " ".join(f"--{s} results/{wildcards.ds}/{STORE_DIRS[s]}" for s in _cnn_source_spec(wildcards).stores)
+
+
+def cnn_source_gpus(wildcards):
+    device = stage_settings("cnn", wildcards.src)["device"]
+    return 1 if device == "cuda" or (device == "auto" and _cuda_available()) else 0
+
+
 def cnn_features_stores(wildcards):
     """The input's stores of every video (cnn_features extracts them all in one job)."""
     return _cnn_store_inputs(wildcards.ds, cnn_spec(wildcards).stores, video_ids(wildcards.ds))
@@ -410,8 +464,9 @@ _REGRESSION_SETTINGS = {}
 def _regression_settings_cached(wildcards):
     """(JSON in config order, JSON with sorted keys) of one experiment's validated `regression`
     settings, validated once per (dataset, experiment) and Snakemake process (as _stage_settings_cached)."""
-    key = (wildcards.ds, wildcards.experiment)
+    key = (experiment_source(wildcards) or wildcards.ds, wildcards.experiment)
     if key not in _REGRESSION_SETTINGS:
+        wildcards = types.SimpleNamespace(ds=key[0], experiment=key[1])
         merged = dict(config.get("regression", {}))
         merged.update(dataset_entry(wildcards.ds).get("regression") or {})
         merged.update(experiment_entry(wildcards)["regression"])
@@ -425,7 +480,8 @@ def _regression_settings_cached(wildcards):
 
 def regression_settings(wildcards):
     """`regression` settings of one experiment: global, `datasets.<ds>.regression`, then
-    `experiments.<experiment>.regression`, merged per top-level key and validated (a fresh copy)."""
+    `experiments.<experiment>.regression`, merged per top-level key and validated (a fresh copy); those of
+    the source dataset's experiment for an experiment with `source` (its model was trained with them)."""
     return json.loads(_regression_settings_cached(wildcards)[0])
 
 
@@ -458,11 +514,28 @@ def _regress_features_input(wildcards):
     return entry["input"]
 
 
+def _regress_features_dir(wildcards):
+    """The features folder an experiment reads: results/{ds}/features/{input}, or for an experiment
+    applied from another dataset the one its source's CNN extracted, results/{ds}/features_from/{src}/{input}."""
+    src = experiment_source(wildcards)
+    if src is None:
+        return _features_dir(wildcards.ds, _regress_features_input(wildcards))
+    return f"results/{wildcards.ds}/features_from/{src}/{_regress_features_input(wildcards)}"
+
+
 def regress_features(wildcards):
     """The features folder of the experiment's input (AST-Net: its attribute input; every video's store,
     written by one cnn_features job), and every video's static store when the regressor reads the
-    aligned landmarks (e.g. `regression.multilevel.landmarks`)."""
-    files = [_features_dir(wildcards.ds, _regress_features_input(wildcards))]
+    aligned landmarks (e.g. `regression.multilevel.landmarks`). A dataset without labels can train
+    nothing: its experiments need `source` (a clear error otherwise)."""
+    if experiment_source(wildcards) is None and not dataset_has_labels(wildcards.ds):
+        ds, name = wildcards.ds, wildcards.experiment
+        raise WorkflowError(
+            f"dataset `{ds}` has no labels (no video of results/{ds}/manifest.parquet has a label file), so experiment "
+            f"`{name}` cannot be trained on it: set `datasets.{ds}.experiments.{name}.source` to the dataset whose "
+            f"trained `{name}` to apply (docs/regression.md, \"Applying trained models to other data\"), or "
+            f"`datasets.{ds}.experiments.{name}.enabled: false`")
+    files = [_regress_features_dir(wildcards)]
     if _regress_reads_landmarks(wildcards):
         files += [f"results/{wildcards.ds}/static/{v}.h5" for v in video_ids(wildcards.ds)]
     return files
@@ -486,7 +559,10 @@ def regress_args(wildcards):
     """`--input --regressor --experiment --features [--label] [--backbone]` of one experiment."""
     entry = experiment_entry(wildcards)
     args = ["--input", entry["input"], "--regressor", entry["regressor"], "--experiment", wildcards.experiment,
-            "--features", _features_dir(wildcards.ds, _regress_features_input(wildcards))]
+            "--features", _regress_features_dir(wildcards)]
+    src = experiment_source(wildcards)
+    if src is not None:
+        args += ["--source-dataset", src, "--source-dir", _experiment_dir(src, wildcards.experiment)]
     if entry["label"]:
         args += ["--label", entry["label"]]
     if entry["backbone"]:
@@ -494,6 +570,72 @@ def regress_args(wildcards):
     if _regress_reads_landmarks(wildcards):
         args += ["--static", f"results/{wildcards.ds}/static"]
     return " ".join(shlex.quote(a) for a in args)
+
+
+def _experiment_dir(ds, name):
+    return f"results/{ds}/experiments/{name}"
+
+
+def regress_source(wildcards):
+    """The source experiment's training.json (its model.pt is written beside it by the same job), or nothing."""
+    src = experiment_source(wildcards)
+    return [] if src is None else [f"{_experiment_dir(src, wildcards.experiment)}/training.json"]
+
+
+def dataset_has_labels(ds):
+    """Whether any video of the dataset's manifest has a label file (csv: a non-empty `labels` column)."""
+    return any(row.get("label_source") for row in manifest_rows(ds).values())
+
+
+#: per-dataset sections that shape the images a CNN reads: a source experiment's dataset must have its
+#: source's values (keys that only change how the files are stored are left out)
+SOURCE_MATCHING_SECTIONS = ("faces", "static", "dynamic")
+SOURCE_NOT_SHAPING = ("compression", "compression_level", "max_frame_shortfall")
+_SOURCES = {}
+
+
+def experiment_source(wildcards):
+    """The dataset whose trained experiment `wildcards.experiment` of dataset `wildcards.ds` applies
+    (`experiments.<name>.source`), or None; checked once per (dataset, experiment) at DAG build."""
+    key = (wildcards.ds, wildcards.experiment)
+    if key not in _SOURCES:
+        _SOURCES[key] = _check_experiment_source(*key, experiment_entry(wildcards))
+    return _SOURCES[key]
+
+
+def _check_experiment_source(ds, name, entry):
+    src = entry.get("source")
+    if not src:
+        return None
+    where = f"`datasets.{ds}.experiments.{name}.source`"
+    if src == ds:
+        raise WorkflowError(f"{where} names the dataset itself; set it to another dataset, or null to train here")
+    if src not in config["datasets"]:
+        known = ", ".join(sorted(config["datasets"]))
+        raise WorkflowError(f"{where} names dataset `{src}`, which is not configured (config key `datasets.{src}`); "
+                            f"configured datasets: {known}")
+    theirs = experiments_settings(src).get(name)
+    if theirs is None or not theirs["enabled"]:
+        raise WorkflowError(f"{where} is `{src}`, but dataset `{src}` has no enabled experiment `{name}` to apply "
+                            f"(config keys `experiments.{name}` and `datasets.{src}.experiments.{name}`)")
+    if theirs.get("source"):
+        raise WorkflowError(f"{where} is `{src}`, whose experiment `{name}` is itself applied from "
+                            f"`{theirs['source']}`: set {where} to `{theirs['source']}`")
+    differ = [f"`{k}` ({ds}: {entry[k]!r}, {src}: {theirs[k]!r})" for k in ("input", "regressor", "backbone")
+              if entry[k] != theirs[k]]
+    for section in SOURCE_MATCHING_SECTIONS:
+        mine, other = stage_settings(section, ds), stage_settings(section, src)
+        differ += [f"`{section}.{k}` ({ds}: {mine.get(k)!r}, {src}: {other.get(k)!r})"
+                   for k in sorted(set(mine) | set(other)) if k not in SOURCE_NOT_SHAPING and mine.get(k) != other.get(k)]
+    if "mdr" in entry["input"] and dr_source(ds) != dr_source(src):
+        differ.append(f"`dr.source` ({ds}: {dr_source(ds)!r}, {src}: {dr_source(src)!r}; the MDR images must come "
+                      f"from the same DR models)")
+    if differ:
+        raise WorkflowError(
+            f"experiment `{name}` of dataset `{ds}` applies the trained `{name}` of dataset `{src}` ({where}), but "
+            f"these settings differ: {'; '.join(differ)}. Set them under `datasets.{ds}` (experiment keys under "
+            f"`datasets.{ds}.experiments.{name}`) to the source's values")
+    return src
 
 
 def regress_gpus(wildcards):
@@ -661,6 +803,22 @@ def _warns_cpu_cost(fn, *, dr):
 
 dr_train_static = _warns_cpu_cost(dr_train_static, dr=True)
 cnn_train_stores = _warns_cpu_cost(cnn_train_stores, dr=False)
+
+
+_SOURCES_CHECKED = set()
+
+
+def check_experiment_sources(ds):
+    """Check every experiment of `ds` applied from another dataset (`experiments.<name>.source`), once.
+    Called by the manifest's input function, so that a mismatch stops the workflow as soon as any job of
+    `ds` is planned (also on `snakemake -n`), naming the keys, and only then: a change to the source
+    dataset's settings does not stop a run whose targets leave `ds` out."""
+    if ds in _SOURCES_CHECKED:
+        return
+    for name, entry in experiments_settings(ds).items():
+        if entry["enabled"] and entry.get("source"):
+            _SOURCES[(ds, name)] = _check_experiment_source(ds, name, entry)
+    _SOURCES_CHECKED.add(ds)
 
 
 # every function defined above (the rules' input, params and resources functions among them)

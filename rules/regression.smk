@@ -1,5 +1,6 @@
 # Sequence regression of valence/arousal from CNN features (DFM paper: BGRU), scoring and plots.
-#   regress            one experiment: train on train, select on devel, predict every frame (settings: regression)
+#   regress            one experiment: train on train, select on devel, predict every frame (settings: regression);
+#                      with experiments.<name>.source: apply that dataset's trained experiment instead (its settings)
 #   evaluate           every enabled experiment -> results/{ds}/ccc.json (settings: evaluate)
 #   regression_report  traces, scatter plots and the CCC bar chart -> results/{ds}/report/regression/
 
@@ -13,6 +14,7 @@ rule regress:
         manifest=manifest_path,
         labels=labels_dir,
         features=regress_features,
+        source=regress_source,
     output:
         predictions="results/{ds}/experiments/{experiment}/predictions.parquet",
         summary="results/{ds}/experiments/{experiment}/training.json",

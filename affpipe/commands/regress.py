@@ -7,6 +7,10 @@ plus ``--summary`` JSON (training history, selected epoch, fill shares) and ``mo
 predictions. Resumable: a per-epoch ``checkpoint.pt`` next to the output is continued by a re-run with
 the same settings and inputs, and deleted once the predictions are written.
 
+With ``--source-dir`` nothing is trained: the trained experiment of another dataset (its folder,
+``results/A/experiments/NAME``: training.json and model.pt) predicts every video of this one, with
+its own recorded settings (``--settings`` is not used then); the labels may all be NaN.
+
 Example (by hand)::
 
     python -m affpipe regress --manifest results/demo/manifest.parquet \\
@@ -46,6 +50,11 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, type=Path, help="predictions.parquet (written atomically)")
     p.add_argument("--summary", type=Path, default=None, help="JSON summary of the run (default: training.json next to --out)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--source-dir", type=Path, default=None, metavar="DIR",
+                   help="apply this trained experiment of another dataset (results/A/experiments/NAME) instead of "
+                   "training; its settings are used")
+    p.add_argument("--source-dataset", default=None, metavar="NAME",
+                   help="name of that dataset (recorded; default: the folder three levels above --source-dir)")
     add_settings_arg(p, what="regression-stage (the `regression` section with the experiment's overrides)")
     p.set_defaults(func=handler)
 
@@ -53,7 +62,7 @@ def register(subparsers) -> None:
 def handler(args: argparse.Namespace) -> int:
     from affpipe.config import section_settings
     from affpipe.errors import ConfigError
-    from affpipe.regress.experiment import Experiment, run_experiment
+    from affpipe.regress.experiment import Experiment, SourceModel, run_experiment
     from affpipe.regress.registry import get_regressor
 
     settings = section_settings("regression", load_settings(args.settings))
@@ -72,5 +81,9 @@ def handler(args: argparse.Namespace) -> int:
         static_dir=args.static,
     )
     summary_out = args.summary or args.out.with_name("training.json")
-    run_experiment(exp, settings, out=args.out, summary_out=summary_out, threads=args.threads)
+    source = None
+    if args.source_dir is not None:
+        source = SourceModel(dataset=args.source_dataset or args.source_dir.resolve().parent.parent.name,
+                             experiment_dir=args.source_dir)
+    run_experiment(exp, settings, out=args.out, summary_out=summary_out, threads=args.threads, source=source)
     return 0

@@ -2,7 +2,8 @@
 
 Reads ``ccc.json`` (from ``affpipe evaluate``) and the predictions files it names, and writes
 
-* ``ccc_bars.png``: CCC of every experiment per partition and dimension, both aggregations;
+* ``ccc_bars.png``: CCC of every experiment per partition and dimension, both aggregations (not written
+  for a dataset without labels, whose ccc.json says ``"scored": false``: traces of the predictions only);
 * ``scatter_{partition}_{dimension}.png``: predicted vs true, one panel per experiment;
 * ``trace_{video}.png``: predicted vs true traces of each video of ``evaluate.trace_partitions``
   (at most ``evaluate.max_trace_videos``), all experiments in one figure.
@@ -44,9 +45,10 @@ def render(report: dict, preds: list, settings: dict, out: Path) -> list[Path]:
     from affpipe.regress.registry import OUTPUT_DIMENSIONS
 
     written = []
-    fig = plots.bar_figure(report)
-    plots.save(fig, out / "ccc_bars.png")
-    written.append(out / "ccc_bars.png")
+    if report.get("scored", True):  # a dataset without labels: traces of the predictions only
+        fig = plots.bar_figure(report)
+        plots.save(fig, out / "ccc_bars.png")
+        written.append(out / "ccc_bars.png")
     labels = {p.name: report["experiments"][p.name]["label"] for p in preds}
     for part in settings["partitions"]:
         for d, dim in enumerate(OUTPUT_DIMENSIONS):

@@ -98,7 +98,7 @@ def _h5(path: Path) -> dict:
 def summarize(manifest: Path, results: Path) -> dict:
     from affpipe.datasets.manifest import read_manifest
     from affpipe.faces.advice import faces_table_hint
-    from affpipe.evaluate import NO_FACE_REASON
+    from affpipe.evaluate import NO_FACE_REASON, NOT_SCORED_REASON
 
     table = read_manifest(manifest, columns=("fps", "n_frames"))
     rows = table.rows
@@ -131,7 +131,11 @@ def summarize(manifest: Path, results: Path) -> dict:
     for key in ("detected", "tracked", "lost", "frames_decoded"):
         totals[key] = sum((v["faces"] or {}).get(key, 0) for v in videos.values())
     totals["dfi"] = sum((v["dynamic"] or {}).get("valid", 0) for v in videos.values())
-    return {"dataset": results.name, "totals": totals, "problems": problems, "excluded": excluded, "videos": videos}
+    totals["labelled_frames"] = sum((v["labels"] or {}).get("labelled_frames", 0) for v in videos.values())
+    # a dataset without labels (e.g. a user's recordings predicted by another dataset's models) is not scored
+    scored = {"scored": True} if totals["labelled_frames"] else {"scored": False, "not_scored_reason": NOT_SCORED_REASON}
+    return {"dataset": results.name, **scored, "totals": totals, "problems": problems, "excluded": excluded,
+            "videos": videos}
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -3,6 +3,9 @@
 Output folder (``out``)::
 
     videos.csv                 video,path,partition,labels,subject (paths relative to ``out``)
+    unlabelled.csv             the same columns for the first ``unlabelled_videos`` test videos, with an
+                               empty labels column: the table of the demo's unlabelled second dataset
+                               (``datasets.demo_unlabelled``, predicted by the demo's trained models)
     videos/<video>.mp4         the animated face videos (or .avi with codec mjpg)
     labels/<video>.csv         time_s,valence,arousal - one row per frame, at the frame times
     truth/<video>.parquet      per frame: valence, arousal, head motion and the 68 rendered landmark
@@ -352,6 +355,13 @@ def generate_demo(settings: dict[str, Any], out: str | os.PathLike) -> dict[str,
         w.writerow(["video", "path", "partition", "labels", "subject"])
         w.writerows(rows)
         (tmp / "videos.csv").write_text(buf.getvalue())
+        if settings["unlabelled_videos"]:
+            buf = io.StringIO()
+            w = csv.writer(buf, lineterminator="\n")
+            w.writerow(["video", "path", "partition", "labels", "subject"])
+            test = [r for r in rows if r[2] == "test"][: settings["unlabelled_videos"]]
+            w.writerows([vid, path, part, "", subject] for vid, path, part, _, subject in test)
+            (tmp / "unlabelled.csv").write_text(buf.getvalue())
 
         summary = {
             "generator": f"affpipe {__version__} demo",

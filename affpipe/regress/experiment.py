@@ -10,6 +10,12 @@ Order of events (the test partition is opened only after the model is final):
    video's predictions (``regression.median_filter``, :mod:`affpipe.regress.postprocess`) and write
    ``predictions.parquet`` (one row per frame of every video) and a JSON summary of the run.
 
+Applied from another dataset (``experiments.<name>.source``, :class:`SourceModel`): nothing is trained;
+the source experiment's ``model.pt`` (sequence regressors) and its recorded settings, feature
+normalisation and train label mean (the fill value) predict every video of this dataset, train, devel
+and test alike, with the same inference as the source's own predictions. The dataset may have no
+labels at all (then ``<dim>_true`` is NaN on every row and nothing is scored).
+
 A regressor may read other datasets of the features store than ``features`` (and the aligned
 landmarks of the static stores, ``exp.static_dir``) (``spec.inputs``) and train with its own values
 of some settings (``spec.prepare_settings``, applied first; the effective settings are recorded).
@@ -69,6 +75,104 @@ class Experiment:
     static_dir: Path | None = None  # results/{ds}/static (aligned landmarks), for regressors that read them
 
 
+@dataclass(frozen=True)
+class SourceModel:
+    """A trained experiment of another dataset, applied here (``experiments.<name>.source``).
+
+    ``experiment_dir`` is that experiment's folder, ``results/<dataset>/experiments/<name>``: its
+    ``training.json`` (settings, train label mean) and, for a sequence regressor, ``model.pt``.
+    """
+
+    dataset: str
+    experiment_dir: Path
+
+    @property
+    def summary_path(self) -> Path:
+        return Path(self.experiment_dir) / "training.json"
+
+    @property
+    def model_path(self) -> Path:
+        return Path(self.experiment_dir) / "model.pt"
+
+
+@dataclass
+class _Applied:
+    """What :func:`_load_source` read: the source's settings, fill value, model and scaler."""
+
+    settings: dict[str, Any]
+    fallback: np.ndarray
+    info: dict[str, Any]
+    model: Any = None
+    scaler: Any = None
+    input_dim: int | None = None
+    input_groups: list[list[Any]] | None = None
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _load_source(source: SourceModel, exp: Experiment, spec) -> _Applied:
+    """Read the source experiment (training.json, model.pt) and check it is the same experiment.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file: a missing file, or another input or regressor than ``exp``'s.
+    """
+    import torch
+
+    path = source.summary_path
+    if not path.is_file():
+        raise ConfigError(f"the source experiment has no training summary (run experiment {exp.name!r} of dataset "
+                          f"{source.dataset!r} first)", path=path)
+    try:
+        trained = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read the source experiment's training summary ({exc})", path=path) from None
+    for key, mine in (("input", exp.input), ("regressor", spec.name)):
+        if trained.get(key) != mine:
+            raise ConfigError(f"the source experiment's {key} is {trained.get(key)!r}, this experiment's is {mine!r}",
+                              path=path, hint=f"set experiments.{exp.name}.{key} to {trained.get(key)!r}")
+    settings = dict(trained["settings"])
+    fallback = np.array([float(trained["train_label_mean"][d]) for d in OUTPUT_DIMENSIONS])
+    info = {"dataset": source.dataset, "training_summary": os.fspath(path),
+            "selected_epoch": trained.get("selected_epoch"), "settings_sha256": trained.get("settings_sha256")}
+    applied = _Applied(settings=settings, fallback=fallback, info=info)
+    if spec.kind != "sequence":
+        return applied
+    mpath = source.model_path
+    if not mpath.is_file():
+        raise ConfigError(f"the source experiment has no model.pt (it is written next to its predictions; rerun "
+                          f"experiment {exp.name!r} of dataset {source.dataset!r})", path=mpath)
+    state = torch.load(mpath, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != "affpipe-regressor":
+        raise ConfigError("not an affpipe regressor model", path=mpath)
+    if state["regressor"] != spec.name or state["input"] != exp.input:
+        raise ConfigError(f"model.pt holds a {state['regressor']!r} regressor on {state['input']!r}, this "
+                          f"experiment is {spec.name!r} on {exp.input!r}", path=mpath)
+    settings = json.loads(state["settings_json"])
+    groups = json.loads(state["input_groups_json"])
+    dim = int(state["input_dim"])
+    from affpipe.regress.train import FeatureScaler
+
+    torch.manual_seed(int(settings["seed"]))
+    model = spec.rebuild(dim, groups, settings)
+    model.load_state_dict(state["model"])
+    model.eval()
+    info["model"] = os.fspath(mpath)
+    info["model_sha256"] = _file_sha256(mpath)
+    applied.settings = settings
+    applied.model = model
+    applied.scaler = FeatureScaler.from_state(state["feature_norm"])
+    applied.input_dim, applied.input_groups = dim, groups
+    return applied
+
+
 def _store_backbone(source: rdata.FeatureSource) -> str | None:
     for key in BACKBONE_KEYS:
         if key in source.attrs:
@@ -111,6 +215,7 @@ def run_experiment(
     summary_out: Path | None = None,
     threads: int = 1,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+    source: SourceModel | None = None,
 ) -> dict[str, Any]:
     """Run one experiment and write its predictions (and summary) atomically.
 
@@ -122,6 +227,8 @@ def run_experiment(
     summary_out : JSON summary of the run (training history, fill statistics); optional.
     threads : torch CPU threads.
     on_epoch_end : passed to the trainer (tests use it to interrupt a run).
+    source : apply this trained experiment of another dataset instead of training (``settings`` are
+        then the source's, recorded with its model; the argument is not used).
 
     Returns
     -------
@@ -135,7 +242,10 @@ def run_experiment(
 
     t_start = time.monotonic()
     spec = get_regressor(exp.regressor)
-    if spec.prepare_settings is not None:
+    applied = _load_source(source, exp, spec) if source is not None else None
+    if applied is not None:
+        settings = applied.settings
+    elif spec.prepare_settings is not None:
         settings = spec.prepare_settings(settings)
     windows = [int(settings["median_filter"][d]) for d in OUTPUT_DIMENSIONS] if "median_filter" in settings \
         else [postprocess.NO_FILTER] * len(OUTPUT_DIMENSIONS)
@@ -158,10 +268,10 @@ def run_experiment(
     fit_videos = rdata.load_videos(rows, inputs, partitions=("train", "devel"))
     train = [v for v in fit_videos if v.partition == "train"]
     devel = [v for v in fit_videos if v.partition == "devel"]
-    if not train:
+    if not train and applied is None:
         raise AffpipeError("the manifest has no train video", path=exp.manifest)
     backbone = _check_backbone(exp, fit_videos)
-    fallback = rdata.train_label_mean(train)
+    fallback = applied.fallback if applied is not None else rdata.train_label_mean(train)
     out = Path(out)
     checkpoint = out.with_name("checkpoint.pt")
     summary: dict[str, Any] = {
@@ -187,9 +297,34 @@ def run_experiment(
         "train_label_mean": dict(zip(OUTPUT_DIMENSIONS, map(float, fallback))),
         "notes": [],
     }
+    if applied is not None:
+        summary["source"] = applied.info
+        summary["notes"].append(f"applied from dataset {source.dataset!r}: nothing trained on this dataset; the "
+                                "settings, feature normalisation and fill value are the source experiment's")
 
     model = None
-    if spec.kind == "sequence":
+    if applied is not None and spec.kind == "sequence":
+        device = rtrain.resolve_device(settings["device"])
+        rtrain.set_determinism(device)
+        source_model = applied.model.to(device)
+        summary["device"] = str(device)
+        summary["input_dim"] = applied.input_dim
+        summary["input_groups"] = applied.input_groups
+        summary["selected_epoch"] = applied.info["selected_epoch"]
+        predict_rows = spec.predict or rtrain.predict_video
+
+        def check_width(v: rdata.VideoData) -> None:
+            if v.source.dim != applied.input_dim or (
+                    applied.input_groups and [list(g) for g in v.source.groups] != applied.input_groups):
+                raise ConfigError(
+                    f"these features have the columns {v.source.groups} ({v.source.dim}), the source model was "
+                    f"trained on {applied.input_groups} ({applied.input_dim})", path=v.source.path,
+                    hint="the CNN and its settings must be the source dataset's")
+
+        def predict(v: rdata.VideoData) -> np.ndarray:
+            check_width(v)
+            return predict_rows(source_model, v, applied.scaler, settings, device=device)
+    elif spec.kind == "sequence":
         device = rtrain.resolve_device(settings["device"])
         summary["device"] = str(device)
         budget = float(settings["max_memory_gb"]) * rdata.GIB
@@ -226,7 +361,7 @@ def run_experiment(
         def predict(v: rdata.VideoData) -> np.ndarray:
             return predict_rows(model, v, result.scaler, settings, device=device)
     else:
-        summary["input_dim"] = train[0].source.dim
+        summary["input_dim"] = fit_videos[0].source.dim if fit_videos else None
 
         def predict(v: rdata.VideoData) -> np.ndarray:
             return v.source.rows(0, len(v.source)).astype(np.float64)
@@ -291,6 +426,7 @@ def run_experiment(
         "labels_dir": os.fspath(exp.labels_dir),
         "created": summary["created"],
         "notes": json.dumps(summary["notes"]),
+        **({"source": json.dumps(summary["source"], sort_keys=True)} if applied is not None else {}),
     }
     if summary_out is not None:
         write_text(json.dumps(summary, indent=2, sort_keys=False, default=_json_default) + "\n", summary_out)

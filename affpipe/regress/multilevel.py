@@ -137,6 +137,14 @@ def build(groups: Sequence[tuple[str, int]], settings: Mapping[str, Any]) -> Mul
                          dropout=float(hp["dropout"]))
 
 
+def rebuild(input_dim: int, groups: Sequence[Sequence[Any]], settings: Mapping[str, Any]) -> MultiLevelGRU:
+    """The untrained model of a saved one (``model.pt`` records the column groups it was trained on)."""
+    groups = [(str(name), int(width)) for name, width in groups]
+    if sum(w for _, w in groups) != int(input_dim):
+        raise ConfigError(f"the saved column groups {groups} do not add up to the saved input width {input_dim}")
+    return build(groups, settings)
+
+
 def fit(spec, train: Sequence[VideoData], devel: Sequence[VideoData], settings: Mapping[str, Any], **kwargs):
     """Train with the generic trainer: the model is built for the column groups of the train videos.
 

@@ -78,6 +78,10 @@ class RegressorSpec:
         Torch-free ``prepare_settings(settings) -> dict``: the ``regression`` settings the regressor
         trains, predicts and post-processes with (e.g. its own ``seq_len`` replacing the top-level
         one); applied once by :func:`affpipe.regress.experiment.run_experiment` and recorded.
+    rebuild_ref : str, optional
+        ``"module:attribute"`` of ``rebuild(input_dim, input_groups, settings) -> nn.Module``: the
+        untrained model of a saved one (``model.pt``), to load its weights into when the model is
+        applied to other data (``experiments.<name>.source``). None = ``build(input_dim, settings)``.
     """
 
     name: str
@@ -90,6 +94,7 @@ class RegressorSpec:
     aliases: tuple[str, ...] = field(default_factory=tuple)
     inputs: Callable[[Mapping[str, Any]], tuple[str, ...]] | None = None
     prepare_settings: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
+    rebuild_ref: str | Callable[..., Any] | None = None
 
     @property
     def build(self) -> Callable[..., Any] | None:
@@ -105,6 +110,17 @@ class RegressorSpec:
     def predict(self) -> Callable[..., Any] | None:
         """The regressor's own inference, or None for the generic one (imports the model code)."""
         return _load(self.predict_ref)
+
+    @property
+    def rebuild(self) -> Callable[..., Any]:
+        """``rebuild(input_dim, input_groups, settings) -> nn.Module``: the model layout of a saved
+        model (imports the model code)."""
+        if self.rebuild_ref is not None:
+            return _load(self.rebuild_ref)
+        build = self.build
+        if build is None:
+            raise ValueError(f"regressor {self.name!r} has no build function to load a saved model into")
+        return lambda input_dim, input_groups, settings: build(input_dim, settings)
 
     @property
     def trains(self) -> bool:

@@ -123,6 +123,7 @@ register_regressor(RegressorSpec(
     kind="sequence",
     settings_key=MULTILEVEL_KEY,
     fit_ref="affpipe.regress.multilevel:fit",
+    rebuild_ref="affpipe.regress.multilevel:rebuild",
     inputs=multilevel_inputs,
     prepare_settings=multilevel_settings,
 ))
