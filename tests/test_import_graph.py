@@ -121,3 +121,18 @@ def test_registry_is_complete_and_torch_free():
     names, heavy = res.stdout.strip().splitlines()
     assert names == str(sorted(["ap", "astnet", "attention", "bgru", "cnn", "multilevel", "none"]))
     assert heavy == "[]"
+
+
+def test_only_the_cli_imports_the_commands():
+    """The command modules are the CLI's edge (issue 14): no package module outside affpipe.commands
+    imports them except affpipe.cli, and a command imports no other command (shared helpers live in
+    affpipe.commands._common)."""
+    graph = import_graph()
+    commands = {m for m in graph if m == "affpipe.commands" or m.startswith("affpipe.commands.")}
+    shared = {"affpipe.commands", "affpipe.commands._common"}
+    outside = sorted(f"{m} -> {d}" for m, deps in graph.items() if m not in commands and m != "affpipe.cli"
+                     for d in deps & commands)
+    assert outside == [], "package modules importing the CLI layer: " + "; ".join(outside)
+    across = sorted(f"{m} -> {d}" for m in commands - shared for d in graph[m] & (commands - shared - {m}))
+    assert across == [], "commands importing other commands: " + "; ".join(across)
+    assert graph["affpipe.cli"] & commands, "the check found no import of affpipe.commands by the CLI"
