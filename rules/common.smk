@@ -308,9 +308,6 @@ def report_pictures(wildcards):
 
 
 # --- cnn ---
-CNN_TRAIN_PARTITIONS = ("train", "devel")
-
-
 def cnn_settings_json(wildcards):
     return stage_settings_json("cnn", wildcards.ds)
 
@@ -343,8 +340,9 @@ def _cnn_store_inputs(ds, stores, videos):
 
 
 def _cnn_train_videos(wildcards):
-    rows = manifest_rows(wildcards.ds)
-    return sorted(v for v, row in rows.items() if row["partition"] in CNN_TRAIN_PARTITIONS)
+    from affpipe.plan import cnn_train_videos
+
+    return cnn_train_videos(manifest_rows(wildcards.ds))
 
 
 def cnn_train_stores(wildcards):
@@ -675,14 +673,21 @@ def dr_settings_json(wildcards):
     return _json(dr_settings(wildcards.ds))
 
 
-#: `dr` keys that do not change a trained model: left out of dr_train's params, so that changing them
-#: does not retrain the models
-DR_NOT_TRAINING = ("source", "levels", "rank_partitions", "rank_windows_per_video", "ranksvm_lambda",
-                   "infer_batch_size", "storage", "compression", "compression_level")
+def dr_retrain_settings_json(wildcards):
+    """dr_train's rerun-triggering params: the `dr` settings whose change retrains the models
+    (affpipe.plan.DR_RETRAIN_KEYS); not used by the command line."""
+    from affpipe.plan import dr_retrain_settings
+
+    return _json(dr_retrain_settings(dr_settings(wildcards.ds)))
 
 
-def dr_train_settings_json(wildcards):
-    return _json({k: v for k, v in dr_settings(wildcards.ds).items() if k not in DR_NOT_TRAINING})
+def dr_train_settings_json(wildcards, threads):
+    """The `dr` settings dr-train is given (affpipe.plan.dr_train_settings: with the runtime ones, e.g.
+    `dr.device`). Taking `threads` makes it a param derived from how the job runs, which Snakemake's
+    params rerun trigger leaves out: the settings that retrain are in dr_retrain_settings_json."""
+    from affpipe.plan import dr_train_settings
+
+    return _json(dr_train_settings(dr_settings(wildcards.ds)))
 
 
 def dr_source(ds):
@@ -700,10 +705,11 @@ def dr_models(wildcards):
 
 def dr_train_static(wildcards):
     """Static stores of the videos a DR training reads: train partition plus `dr.val_partitions`."""
-    parts = {"train", *dr_settings(wildcards.ds)["val_partitions"]}
+    from affpipe.plan import TRAIN, dr_train_videos
+
     rows = manifest_rows(wildcards.ds)
-    vids = [v for v in sorted(rows) if rows[v]["partition"] in parts]
-    if not any(rows[v]["partition"] == "train" for v in vids):
+    vids = dr_train_videos(rows, dr_settings(wildcards.ds))
+    if not any(rows[v]["partition"] == TRAIN for v in vids):
         raise WorkflowError(f"dataset `{wildcards.ds}` has no video in the train partition to train DR models on "
                             f"(set `datasets.<name>.dr.source` to a dataset that has one)")
     return [f"results/{wildcards.ds}/static/{v}.h5" for v in vids]
@@ -712,9 +718,10 @@ def dr_train_static(wildcards):
 def dr_rank_static(wildcards):
     """Static stores the ranking evaluation may read (`dr.rank_partitions`, default every video; the
     command itself leaves out the models' training videos)."""
-    parts = dr_settings(wildcards.ds)["rank_partitions"]
-    rows = manifest_rows(wildcards.ds)
-    return [f"results/{wildcards.ds}/static/{v}.h5" for v in sorted(rows) if parts is None or rows[v]["partition"] in parts]
+    from affpipe.plan import dr_rank_videos
+
+    vids = dr_rank_videos(manifest_rows(wildcards.ds), dr_settings(wildcards.ds))
+    return [f"results/{wildcards.ds}/static/{v}.h5" for v in vids]
 
 
 def dr_gpus(wildcards):

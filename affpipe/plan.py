@@ -1,0 +1,100 @@
+"""What each training job reads and which settings retrain it: the workflow's policy, torch-free.
+
+The Snakemake layer (rules/common.smk) and the commands both ask this module, so that the files a
+rule lists as inputs are the ones its command reads, and a change of settings re-runs exactly the jobs
+whose results it changes. It imports no torch, OpenCV or dlib (the DAG build imports it) and no other
+affpipe module than the partition names, so it is testable without Snakemake (tests/test_plan.py).
+
+Manifest rows are mappings with at least ``partition``; they are passed either as a mapping of video
+id to row (as rules/common.smk holds them) or as an iterable of rows with a ``video`` key (as
+:func:`affpipe.datasets.manifest.read_manifest` returns them).
+
+**DR settings** (section ``dr``) fall in four groups, every key of the schema in exactly one:
+
+* :data:`DR_TRAINING_KEYS`: what a trained model depends on, ``epochs`` aside; an interrupted
+  training resumes from its checkpoint only when they are unchanged (:mod:`affpipe.dr.train`).
+* :data:`DR_RETRAIN_KEYS` = those plus ``epochs``: a change retrains the models (the ``dr_train``
+  rule's rerun-triggering params).
+* :data:`DR_RUNTIME_KEYS`: how a job computes (device, mixed precision, memory, loader processes),
+  not what: a change re-runs nothing.
+* :data:`DR_NOT_TRAINING_KEYS`: settings of the other DR jobs (ranking, inference, storage) and of the
+  datasets using the models; not given to ``dr-train``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+from affpipe.datasets.layout import PARTITIONS
+
+TRAIN = "train"
+#: partitions a per-frame CNN reads: it trains on train and selects its epoch on devel
+CNN_TRAIN_PARTITIONS = ("train", "devel")
+
+DR_TRAINING_KEYS = (
+    "stride", "reference_fps", "theta", "theta_chance", "theta_calibration_windows", "gamma", "epsilon",
+    "width", "depth", "lr", "betas", "batch_size", "windows_per_epoch", "val_partitions", "val_windows", "seed",
+)
+DR_RETRAIN_KEYS = DR_TRAINING_KEYS + ("epochs",)
+DR_RUNTIME_KEYS = ("device", "amp", "cache_mb", "loader_workers")
+DR_NOT_TRAINING_KEYS = ("source", "levels", "rank_partitions", "rank_windows_per_video", "ranksvm_lambda",
+                        "infer_batch_size", "storage", "compression", "compression_level")
+
+
+def dr_retrain_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The validated ``dr`` settings whose change retrains the DR models (:data:`DR_RETRAIN_KEYS`)."""
+    return {k: settings[k] for k in DR_RETRAIN_KEYS}
+
+
+def dr_train_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The validated ``dr`` settings ``dr-train`` is given: all but :data:`DR_NOT_TRAINING_KEYS`, in
+    their order (the retraining ones and the runtime ones)."""
+    return {k: v for k, v in settings.items() if k not in DR_NOT_TRAINING_KEYS}
+
+
+def _partitions(rows: Mapping[str, Mapping[str, Any]] | Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """Video id -> partition of manifest rows (either form, see the module docstring)."""
+    if isinstance(rows, Mapping):
+        return {video: row["partition"] for video, row in rows.items()}
+    return {row["video"]: row["partition"] for row in rows}
+
+
+def videos_in(rows, partitions: Iterable[str] | None) -> list[str]:
+    """Sorted ids of the videos of ``rows`` in ``partitions`` (None: every video)."""
+    parts = None if partitions is None else set(partitions)
+    return sorted(v for v, p in _partitions(rows).items() if parts is None or p in parts)
+
+
+def dr_train_partitions(settings: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(training, validation) partitions of a DR training: train, and ``dr.val_partitions`` without it."""
+    return (TRAIN,), tuple(p for p in settings["val_partitions"] if p != TRAIN)
+
+
+def dr_train_videos(rows, settings: Mapping[str, Any]) -> list[str]:
+    """Sorted ids of the videos a DR training reads (training and validation partitions)."""
+    train, val = dr_train_partitions(settings)
+    return videos_in(rows, train + val)
+
+
+def dr_rank_partitions(settings: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """Partitions the DR ranking evaluation reads: ``dr.rank_partitions``, or None = every video (the
+    command then leaves out the models' training videos)."""
+    parts = settings["rank_partitions"]
+    return None if parts is None else tuple(parts)
+
+
+def dr_rank_videos(rows, settings: Mapping[str, Any]) -> list[str]:
+    """Sorted ids of the videos the DR ranking evaluation may read."""
+    return videos_in(rows, dr_rank_partitions(settings))
+
+
+def cnn_train_videos(rows) -> list[str]:
+    """Sorted ids of the videos a per-frame CNN training reads (:data:`CNN_TRAIN_PARTITIONS`)."""
+    return videos_in(rows, CNN_TRAIN_PARTITIONS)
+
+
+__all__ = [
+    "CNN_TRAIN_PARTITIONS", "DR_NOT_TRAINING_KEYS", "DR_RETRAIN_KEYS", "DR_RUNTIME_KEYS", "DR_TRAINING_KEYS",
+    "PARTITIONS", "TRAIN", "cnn_train_videos", "dr_rank_partitions", "dr_rank_videos", "dr_retrain_settings",
+    "dr_train_partitions", "dr_train_settings", "dr_train_videos", "videos_in",
+]
