@@ -23,7 +23,7 @@ id to row (as rules/common.smk holds them) or as an iterable of rows with a ``vi
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 from affpipe.datasets.layout import PARTITIONS
 
@@ -50,6 +50,12 @@ def dr_train_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     """The validated ``dr`` settings ``dr-train`` is given: all but :data:`DR_NOT_TRAINING_KEYS`, in
     their order (the retraining ones and the runtime ones)."""
     return {k: v for k, v in settings.items() if k not in DR_NOT_TRAINING_KEYS}
+
+
+def gpus(device: str, *, gpu_here: Callable[[], bool]) -> int:
+    """The ``gpu`` resource of a job with the ``device`` setting: 1 on CUDA (``cuda``, ``cuda:N``, or
+    ``auto`` when ``gpu_here()``, asked only then), else 0."""
+    return 1 if device.startswith("cuda") or (device == "auto" and gpu_here()) else 0
 
 
 def _partitions(rows: Mapping[str, Mapping[str, Any]] | Iterable[Mapping[str, Any]]) -> dict[str, str]:
@@ -96,5 +102,5 @@ def cnn_train_videos(rows) -> list[str]:
 __all__ = [
     "CNN_TRAIN_PARTITIONS", "DR_NOT_TRAINING_KEYS", "DR_RETRAIN_KEYS", "DR_RUNTIME_KEYS", "DR_TRAINING_KEYS",
     "PARTITIONS", "TRAIN", "cnn_train_videos", "dr_rank_partitions", "dr_rank_videos", "dr_retrain_settings",
-    "dr_train_partitions", "dr_train_settings", "dr_train_videos", "videos_in",
+    "dr_train_partitions", "dr_train_settings", "dr_train_videos", "gpus", "videos_in",
 ]

@@ -400,7 +400,7 @@ def cnn_source_store_args(wildcards):
 
 def cnn_source_gpus(wildcards):
     device = stage_settings("cnn", wildcards.src)["device"]
-    return 1 if device == "cuda" or (device == "auto" and _cuda_available()) else 0
+    return _gpus(device)
 
 
 def cnn_features_stores(wildcards):
@@ -421,10 +421,17 @@ def _cuda_available():
     return gpu_visible()
 
 
+def _gpus(device):
+    """`resources: gpu` of a job with the `device` setting (affpipe.plan.gpus; GPU check torch-free)."""
+    from affpipe.plan import gpus
+
+    return gpus(device, gpu_here=_cuda_available)
+
+
 def cnn_gpus(wildcards):
     """`resources: gpu` of the CNN rules: 1 when they will run on CUDA (cnn.device cuda, or auto with a GPU here)."""
     device = stage_settings("cnn", wildcards.ds)["device"]
-    return 1 if device == "cuda" or (device == "auto" and _cuda_available()) else 0
+    return _gpus(device)
 
 
 # --- regression ---
@@ -502,14 +509,9 @@ def _features_dir(ds, input_name):
 
 
 def _regress_features_input(wildcards):
-    """The input whose features the regressor reads: the experiment's, or AST-Net's
-    `regression.astnet.attribute_input` when set."""
-    entry = experiment_entry(wildcards)
-    if entry["regressor"] == "astnet":
-        attribute = regression_settings(wildcards)["astnet"]["attribute_input"]
-        if attribute:
-            return attribute
-    return entry["input"]
+    """The input whose features the regressor reads: the experiment's, or the one its registry entry
+    chooses (e.g. AST-Net's `regression.astnet.attribute_input` when set)."""
+    return _regressor(wildcards).features_of(experiment_entry(wildcards)["input"], regression_settings(wildcards))
 
 
 def _regress_features_dir(wildcards):
@@ -641,7 +643,7 @@ def regress_gpus(wildcards):
     if not _regressor(wildcards).trains:
         return 0
     device = regression_settings(wildcards)["device"]
-    return 1 if device.startswith("cuda") or (device == "auto" and _cuda_available()) else 0
+    return _gpus(device)
 
 
 def evaluate_settings_json(wildcards):
@@ -727,7 +729,7 @@ def dr_rank_static(wildcards):
 def dr_gpus(wildcards):
     """`resources: gpu` of the DR rules: 1 when they will run on CUDA (dr.device cuda, or auto with a GPU here)."""
     device = dr_settings(wildcards.ds)["device"]
-    return 1 if device == "cuda" or (device == "auto" and _cuda_available()) else 0
+    return _gpus(device)
 
 
 # --- CPU cost warning (policy in affpipe/cost.py) ----------------------------------------------

@@ -64,6 +64,28 @@ def test_partition_selection_either_row_form():
     assert plan.dr_rank_partitions(section_settings("dr", {})) is None
 
 
+def test_gpus_asks_the_machine_only_for_auto():
+    asked = []
+
+    def here():
+        asked.append(1)
+        return True
+
+    assert [plan.gpus(d, gpu_here=here) for d in ("cpu", "cuda", "cuda:1")] == [0, 1, 1] and not asked
+    assert plan.gpus("auto", gpu_here=here) == 1 and asked
+    assert plan.gpus("auto", gpu_here=lambda: False) == 0
+
+
+def test_registry_says_which_features_a_regressor_reads():
+    from affpipe.regress.registry import get_regressor
+
+    settings = section_settings("regression", {})
+    assert get_regressor("astnet").features_of("dfm", settings) == "dfm"  # attribute_input: null
+    settings["astnet"]["attribute_input"] = "sfa"
+    assert get_regressor("astnet").features_of("dfm", settings) == "sfa"
+    assert get_regressor("bgru").features_of("dfm", settings) == "dfm"
+
+
 def test_plan_imports_no_ml_stack():
     code = ("import sys, affpipe.plan; heavy = [m for m in sys.modules if m.split('.')[0] in ('torch', 'cv2', 'dlib')]; "
             "assert not heavy, heavy")
