@@ -2,8 +2,9 @@
 
 The Snakemake layer (rules/common.smk) and the commands both ask this module, so that the files a
 rule lists as inputs are the ones its command reads, and a change of settings re-runs exactly the jobs
-whose results it changes. It imports no torch, OpenCV or dlib (the DAG build imports it) and no other
-affpipe module than the partition names, so it is testable without Snakemake (tests/test_plan.py).
+whose results it changes; and it spells the ``results/`` layout the rules' inputs are built from. It
+imports no torch, OpenCV or dlib (the DAG build imports it), so it is testable without Snakemake
+(tests/test_plan.py).
 
 Manifest rows are mappings with at least ``partition``; they are passed either as a mapping of video
 id to row (as rules/common.smk holds them) or as an iterable of rows with a ``video`` key (as
@@ -39,6 +40,50 @@ DR_RETRAIN_KEYS = DR_TRAINING_KEYS + ("epochs",)
 DR_RUNTIME_KEYS = ("device", "amp", "cache_mb", "loader_workers")
 DR_NOT_TRAINING_KEYS = ("source", "levels", "rank_partitions", "rank_windows_per_video", "ranksvm_lambda",
                         "infer_batch_size", "storage", "compression", "compression_level")
+
+
+# --- the results/ layout (the rules' output patterns spell the same paths with wildcards) -----------
+def dataset_dir(ds: str) -> str:
+    """``results/{ds}``: everything the workflow writes for dataset ``ds``."""
+    return f"results/{ds}"
+
+
+def store_dir(ds: str, store: str) -> str:
+    """Folder of a per-video store kind (``static``, ``dynamic``, ``dr``; :data:`affpipe.cnn.inputs.STORE_DIRS`)."""
+    from affpipe.cnn.inputs import STORE_DIRS
+
+    return f"{dataset_dir(ds)}/{STORE_DIRS[store]}"
+
+
+def store_file(ds: str, store: str, video: str) -> str:
+    """One video's store of a kind: ``results/{ds}/static/{video}.h5``, ..."""
+    return f"{store_dir(ds, store)}/{video}.h5"
+
+
+def dr_model_file(ds: str, T: int) -> str:
+    """The DR model of window half-length ``T`` trained on ``ds``."""
+    return f"{dataset_dir(ds)}/dr/model_T{T}.pt"
+
+
+def cnn_model_file(ds: str, input_name: str) -> str:
+    """The per-frame CNN of an input trained on ``ds``."""
+    return f"{dataset_dir(ds)}/cnn/{input_name}/model.pt"
+
+
+def features_dir(ds: str, input_name: str, *, source: str | None = None) -> str:
+    """Features of ``ds``'s videos by its own CNN of an input, or by dataset ``source``'s CNN."""
+    if source is None:
+        return f"{dataset_dir(ds)}/features/{input_name}"
+    return f"{dataset_dir(ds)}/features_from/{source}/{input_name}"
+
+
+def experiment_dir(ds: str, name: str) -> str:
+    """An experiment's folder (model.pt, training.json, predictions.parquet)."""
+    return f"{dataset_dir(ds)}/experiments/{name}"
+
+
+def predictions_file(ds: str, name: str) -> str:
+    return f"{experiment_dir(ds, name)}/predictions.parquet"
 
 
 def dr_retrain_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -100,6 +145,8 @@ def cnn_train_videos(rows) -> list[str]:
 
 
 __all__ = [
+    "cnn_model_file", "dataset_dir", "dr_model_file", "experiment_dir", "features_dir", "predictions_file",
+    "store_dir", "store_file",
     "CNN_TRAIN_PARTITIONS", "DR_NOT_TRAINING_KEYS", "DR_RETRAIN_KEYS", "DR_RUNTIME_KEYS", "DR_TRAINING_KEYS",
     "PARTITIONS", "TRAIN", "cnn_train_videos", "dr_rank_partitions", "dr_rank_videos", "dr_retrain_settings",
     "dr_train_partitions", "dr_train_settings", "dr_train_videos", "gpus", "videos_in",

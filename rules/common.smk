@@ -328,14 +328,14 @@ FOLDER_STORES = ("dr",)
 
 def _cnn_store_inputs(ds, stores, videos):
     """The stores' files of `videos` (per-video jobs) or their folders (FOLDER_STORES)."""
-    from affpipe.cnn.inputs import STORE_DIRS
+    from affpipe.plan import store_dir, store_file
 
     files = []
     for store in stores:
         if store in FOLDER_STORES:
-            files.append(f"results/{ds}/{STORE_DIRS[store]}")
+            files.append(store_dir(ds, store))
         else:
-            files += [f"results/{ds}/{STORE_DIRS[store]}/{v}.h5" for v in videos]
+            files += [store_file(ds, store, v) for v in videos]
     return files
 
 
@@ -352,9 +352,13 @@ def cnn_train_stores(wildcards):
 
 def cnn_store_args(wildcards):
     """`--static DIR --dynamic DIR --dr DIR` as the input needs them."""
-    from affpipe.cnn.inputs import STORE_DIRS
+    return _store_args(wildcards.ds, cnn_spec(wildcards).stores)
 
-    return " ".join(f"--{s} results/{wildcards.ds}/{STORE_DIRS[s]}" for s in cnn_spec(wildcards).stores)
+
+def _store_args(ds, stores):
+    from affpipe.plan import store_dir
+
+    return " ".join(f"--{s} {store_dir(ds, s)}" for s in stores)
 
 
 def cnn_weights(wildcards):
@@ -364,7 +368,9 @@ def cnn_weights(wildcards):
 
 
 def cnn_model(wildcards):
-    return f"results/{wildcards.ds}/cnn/{wildcards.input}/model.pt"
+    from affpipe.plan import cnn_model_file
+
+    return cnn_model_file(wildcards.ds, wildcards.input)
 
 
 def cnn_source_settings_json(wildcards):
@@ -383,8 +389,10 @@ def _cnn_source_spec(wildcards):
 
 def cnn_source_model(wildcards):
     """The source dataset's trained CNN of this input."""
+    from affpipe.plan import cnn_model_file
+
     dataset_entry(wildcards.src)
-    return f"results/{wildcards.src}/cnn/{wildcards.input}/model.pt"
+    return cnn_model_file(wildcards.src, wildcards.input)
 
 
 def cnn_source_features_stores(wildcards):
@@ -393,9 +401,7 @@ def cnn_source_features_stores(wildcards):
 
 
 def cnn_source_store_args(wildcards):
-    from affpipe.cnn.inputs import STORE_DIRS
-
-    return " ".join(f"--{s} results/{wildcards.ds}/{STORE_DIRS[s]}" for s in _cnn_source_spec(wildcards).stores)
+    return _store_args(wildcards.ds, _cnn_source_spec(wildcards).stores)
 
 
 def cnn_source_gpus(wildcards):
@@ -504,10 +510,6 @@ def _regressor(wildcards):
         raise WorkflowError(f"{err} (dataset `{wildcards.ds}`, experiment `{wildcards.experiment}`)") from None
 
 
-def _features_dir(ds, input_name):
-    return f"results/{ds}/features/{input_name}"
-
-
 def _regress_features_input(wildcards):
     """The input whose features the regressor reads: the experiment's, or the one its registry entry
     chooses (e.g. AST-Net's `regression.astnet.attribute_input` when set)."""
@@ -517,10 +519,9 @@ def _regress_features_input(wildcards):
 def _regress_features_dir(wildcards):
     """The features folder an experiment reads: results/{ds}/features/{input}, or for an experiment
     applied from another dataset the one its source's CNN extracted, results/{ds}/features_from/{src}/{input}."""
-    src = experiment_source(wildcards)
-    if src is None:
-        return _features_dir(wildcards.ds, _regress_features_input(wildcards))
-    return f"results/{wildcards.ds}/features_from/{src}/{_regress_features_input(wildcards)}"
+    from affpipe.plan import features_dir
+
+    return features_dir(wildcards.ds, _regress_features_input(wildcards), source=experiment_source(wildcards))
 
 
 def regress_features(wildcards):
@@ -537,7 +538,7 @@ def regress_features(wildcards):
             f"`datasets.{ds}.experiments.{name}.enabled: false`")
     files = [_regress_features_dir(wildcards)]
     if _regress_reads_landmarks(wildcards):
-        files += [f"results/{wildcards.ds}/static/{v}.h5" for v in video_ids(wildcards.ds)]
+        files += _static_stores(wildcards.ds, video_ids(wildcards.ds))
     return files
 
 
@@ -568,12 +569,14 @@ def regress_args(wildcards):
     if entry["backbone"]:
         args += ["--backbone", entry["backbone"]]
     if _regress_reads_landmarks(wildcards):
-        args += ["--static", f"results/{wildcards.ds}/static"]
+        args += ["--static", _static_dir(wildcards)]
     return " ".join(shlex.quote(a) for a in args)
 
 
 def _experiment_dir(ds, name):
-    return f"results/{ds}/experiments/{name}"
+    from affpipe.plan import experiment_dir
+
+    return experiment_dir(ds, name)
 
 
 def regress_source(wildcards):
@@ -651,7 +654,9 @@ def evaluate_settings_json(wildcards):
 
 
 def _predictions_file(ds, name):
-    return f"results/{ds}/experiments/{name}/predictions.parquet"
+    from affpipe.plan import predictions_file
+
+    return predictions_file(ds, name)
 
 
 def evaluate_predictions(wildcards):
@@ -701,8 +706,10 @@ def dr_source(ds):
 
 def dr_models(wildcards):
     """The DR model files of every configured level, in MDR channel order."""
+    from affpipe.plan import dr_model_file
+
     src = dr_source(wildcards.ds)
-    return [f"results/{src}/dr/model_T{t}.pt" for t in dr_settings(wildcards.ds)["levels"]]
+    return [dr_model_file(src, t) for t in dr_settings(wildcards.ds)["levels"]]
 
 
 def dr_train_static(wildcards):
@@ -714,7 +721,7 @@ def dr_train_static(wildcards):
     if not any(rows[v]["partition"] == TRAIN for v in vids):
         raise WorkflowError(f"dataset `{wildcards.ds}` has no video in the train partition to train DR models on "
                             f"(set `datasets.<name>.dr.source` to a dataset that has one)")
-    return [f"results/{wildcards.ds}/static/{v}.h5" for v in vids]
+    return _static_stores(wildcards.ds, vids)
 
 
 def dr_rank_static(wildcards):
@@ -722,8 +729,20 @@ def dr_rank_static(wildcards):
     command itself leaves out the models' training videos)."""
     from affpipe.plan import dr_rank_videos
 
-    vids = dr_rank_videos(manifest_rows(wildcards.ds), dr_settings(wildcards.ds))
-    return [f"results/{wildcards.ds}/static/{v}.h5" for v in vids]
+    return _static_stores(wildcards.ds, dr_rank_videos(manifest_rows(wildcards.ds), dr_settings(wildcards.ds)))
+
+
+def _static_stores(ds, videos):
+    from affpipe.plan import store_file
+
+    return [store_file(ds, "static", v) for v in videos]
+
+
+def _static_dir(wildcards):
+    """results/{ds}/static, the folder of the static stores."""
+    from affpipe.plan import store_dir
+
+    return store_dir(wildcards.ds, "static")
 
 
 def dr_gpus(wildcards):

@@ -86,6 +86,25 @@ def test_registry_says_which_features_a_regressor_reads():
     assert get_regressor("bgru").features_of("dfm", settings) == "dfm"
 
 
+@pytest.mark.parametrize(("rules", "pattern", "path"), [
+    ("static.smk", "results/{ds}/static/{video}.h5", lambda w: plan.store_file(w["ds"], "static", w["video"])),
+    ("dynamic.smk", "results/{ds}/dynamic/{video}.h5", lambda w: plan.store_file(w["ds"], "dynamic", w["video"])),
+    ("dr.smk", "results/{ds}/dr/videos", lambda w: plan.store_dir(w["ds"], "dr")),
+    ("dr.smk", "results/{ds}/dr/model_T{T}.pt", lambda w: plan.dr_model_file(w["ds"], w["T"])),
+    ("cnn.smk", "results/{ds}/cnn/{input}/model.pt", lambda w: plan.cnn_model_file(w["ds"], w["input"])),
+    ("cnn.smk", "results/{ds}/features/{input}", lambda w: plan.features_dir(w["ds"], w["input"])),
+    ("cnn.smk", "results/{ds}/features_from/{src}/{input}",
+     lambda w: plan.features_dir(w["ds"], w["input"], source=w["src"])),
+    ("regression.smk", "results/{ds}/experiments/{experiment}/predictions.parquet",
+     lambda w: plan.predictions_file(w["ds"], w["experiment"])),
+])
+def test_layout_is_the_rules_outputs(rules, pattern, path):
+    """The paths the input functions build from affpipe.plan are the ones the rules write."""
+    assert f'"{pattern}"' in (ROOT / "rules" / rules).read_text()
+    w = {"ds": "d1", "video": "v_2", "T": 3, "input": "dfa+dfs", "src": "d0", "experiment": "e"}
+    assert path(w) == pattern.format(**w)
+
+
 def test_plan_imports_no_ml_stack():
     code = ("import sys, affpipe.plan; heavy = [m for m in sys.modules if m.split('.')[0] in ('torch', 'cv2', 'dlib')]; "
             "assert not heavy, heavy")
