@@ -308,9 +308,6 @@ def report_pictures(wildcards):
 
 
 # --- cnn ---
-CNN_TRAIN_PARTITIONS = ("train", "devel")
-
-
 def cnn_settings_json(wildcards):
     return stage_settings_json("cnn", wildcards.ds)
 
@@ -331,20 +328,21 @@ FOLDER_STORES = ("dr",)
 
 def _cnn_store_inputs(ds, stores, videos):
     """The stores' files of `videos` (per-video jobs) or their folders (FOLDER_STORES)."""
-    from affpipe.cnn.inputs import STORE_DIRS
+    from affpipe.plan import store_dir, store_file
 
     files = []
     for store in stores:
         if store in FOLDER_STORES:
-            files.append(f"results/{ds}/{STORE_DIRS[store]}")
+            files.append(store_dir(ds, store))
         else:
-            files += [f"results/{ds}/{STORE_DIRS[store]}/{v}.h5" for v in videos]
+            files += [store_file(ds, store, v) for v in videos]
     return files
 
 
 def _cnn_train_videos(wildcards):
-    rows = manifest_rows(wildcards.ds)
-    return sorted(v for v, row in rows.items() if row["partition"] in CNN_TRAIN_PARTITIONS)
+    from affpipe.plan import cnn_train_videos
+
+    return cnn_train_videos(manifest_rows(wildcards.ds))
 
 
 def cnn_train_stores(wildcards):
@@ -354,9 +352,13 @@ def cnn_train_stores(wildcards):
 
 def cnn_store_args(wildcards):
     """`--static DIR --dynamic DIR --dr DIR` as the input needs them."""
-    from affpipe.cnn.inputs import STORE_DIRS
+    return _store_args(wildcards.ds, cnn_spec(wildcards).stores)
 
-    return " ".join(f"--{s} results/{wildcards.ds}/{STORE_DIRS[s]}" for s in cnn_spec(wildcards).stores)
+
+def _store_args(ds, stores):
+    from affpipe.plan import store_dir
+
+    return " ".join(f"--{s} {store_dir(ds, s)}" for s in stores)
 
 
 def cnn_weights(wildcards):
@@ -366,7 +368,9 @@ def cnn_weights(wildcards):
 
 
 def cnn_model(wildcards):
-    return f"results/{wildcards.ds}/cnn/{wildcards.input}/model.pt"
+    from affpipe.plan import cnn_model_file
+
+    return cnn_model_file(wildcards.ds, wildcards.input)
 
 
 def cnn_source_settings_json(wildcards):
@@ -385,8 +389,10 @@ def _cnn_source_spec(wildcards):
 
 def cnn_source_model(wildcards):
     """The source dataset's trained CNN of this input."""
+    from affpipe.plan import cnn_model_file
+
     dataset_entry(wildcards.src)
-    return f"results/{wildcards.src}/cnn/{wildcards.input}/model.pt"
+    return cnn_model_file(wildcards.src, wildcards.input)
 
 
 def cnn_source_features_stores(wildcards):
@@ -395,14 +401,12 @@ def cnn_source_features_stores(wildcards):
 
 
 def cnn_source_store_args(wildcards):
-    from affpipe.cnn.inputs import STORE_DIRS
-
-    return " ".join(f"--{s} results/{wildcards.ds}/{STORE_DIRS[s]}" for s in _cnn_source_spec(wildcards).stores)
+    return _store_args(wildcards.ds, _cnn_source_spec(wildcards).stores)
 
 
 def cnn_source_gpus(wildcards):
     device = stage_settings("cnn", wildcards.src)["device"]
-    return 1 if device == "cuda" or (device == "auto" and _cuda_available()) else 0
+    return _gpus(device)
 
 
 def cnn_features_stores(wildcards):
@@ -423,10 +427,17 @@ def _cuda_available():
     return gpu_visible()
 
 
+def _gpus(device):
+    """`resources: gpu` of a job with the `device` setting (affpipe.plan.gpus; GPU check torch-free)."""
+    from affpipe.plan import gpus
+
+    return gpus(device, gpu_here=_cuda_available)
+
+
 def cnn_gpus(wildcards):
     """`resources: gpu` of the CNN rules: 1 when they will run on CUDA (cnn.device cuda, or auto with a GPU here)."""
     device = stage_settings("cnn", wildcards.ds)["device"]
-    return 1 if device == "cuda" or (device == "auto" and _cuda_available()) else 0
+    return _gpus(device)
 
 
 # --- regression ---
@@ -499,28 +510,18 @@ def _regressor(wildcards):
         raise WorkflowError(f"{err} (dataset `{wildcards.ds}`, experiment `{wildcards.experiment}`)") from None
 
 
-def _features_dir(ds, input_name):
-    return f"results/{ds}/features/{input_name}"
-
-
 def _regress_features_input(wildcards):
-    """The input whose features the regressor reads: the experiment's, or AST-Net's
-    `regression.astnet.attribute_input` when set."""
-    entry = experiment_entry(wildcards)
-    if entry["regressor"] == "astnet":
-        attribute = regression_settings(wildcards)["astnet"]["attribute_input"]
-        if attribute:
-            return attribute
-    return entry["input"]
+    """The input whose features the regressor reads: the experiment's, or the one its registry entry
+    chooses (e.g. AST-Net's `regression.astnet.attribute_input` when set)."""
+    return _regressor(wildcards).features_of(experiment_entry(wildcards)["input"], regression_settings(wildcards))
 
 
 def _regress_features_dir(wildcards):
     """The features folder an experiment reads: results/{ds}/features/{input}, or for an experiment
     applied from another dataset the one its source's CNN extracted, results/{ds}/features_from/{src}/{input}."""
-    src = experiment_source(wildcards)
-    if src is None:
-        return _features_dir(wildcards.ds, _regress_features_input(wildcards))
-    return f"results/{wildcards.ds}/features_from/{src}/{_regress_features_input(wildcards)}"
+    from affpipe.plan import features_dir
+
+    return features_dir(wildcards.ds, _regress_features_input(wildcards), source=experiment_source(wildcards))
 
 
 def regress_features(wildcards):
@@ -537,7 +538,7 @@ def regress_features(wildcards):
             f"`datasets.{ds}.experiments.{name}.enabled: false`")
     files = [_regress_features_dir(wildcards)]
     if _regress_reads_landmarks(wildcards):
-        files += [f"results/{wildcards.ds}/static/{v}.h5" for v in video_ids(wildcards.ds)]
+        files += _static_stores(wildcards.ds, video_ids(wildcards.ds))
     return files
 
 
@@ -568,12 +569,14 @@ def regress_args(wildcards):
     if entry["backbone"]:
         args += ["--backbone", entry["backbone"]]
     if _regress_reads_landmarks(wildcards):
-        args += ["--static", f"results/{wildcards.ds}/static"]
+        args += ["--static", _static_dir(wildcards)]
     return " ".join(shlex.quote(a) for a in args)
 
 
 def _experiment_dir(ds, name):
-    return f"results/{ds}/experiments/{name}"
+    from affpipe.plan import experiment_dir
+
+    return experiment_dir(ds, name)
 
 
 def regress_source(wildcards):
@@ -643,7 +646,7 @@ def regress_gpus(wildcards):
     if not _regressor(wildcards).trains:
         return 0
     device = regression_settings(wildcards)["device"]
-    return 1 if device.startswith("cuda") or (device == "auto" and _cuda_available()) else 0
+    return _gpus(device)
 
 
 def evaluate_settings_json(wildcards):
@@ -651,7 +654,9 @@ def evaluate_settings_json(wildcards):
 
 
 def _predictions_file(ds, name):
-    return f"results/{ds}/experiments/{name}/predictions.parquet"
+    from affpipe.plan import predictions_file
+
+    return predictions_file(ds, name)
 
 
 def evaluate_predictions(wildcards):
@@ -675,14 +680,21 @@ def dr_settings_json(wildcards):
     return _json(dr_settings(wildcards.ds))
 
 
-#: `dr` keys that do not change a trained model: left out of dr_train's params, so that changing them
-#: does not retrain the models
-DR_NOT_TRAINING = ("source", "levels", "rank_partitions", "rank_windows_per_video", "ranksvm_lambda",
-                   "infer_batch_size", "storage", "compression", "compression_level")
+def dr_retrain_settings_json(wildcards):
+    """dr_train's rerun-triggering params: the `dr` settings whose change retrains the models
+    (affpipe.plan.DR_RETRAIN_KEYS); not used by the command line."""
+    from affpipe.plan import dr_retrain_settings
+
+    return _json(dr_retrain_settings(dr_settings(wildcards.ds)))
 
 
-def dr_train_settings_json(wildcards):
-    return _json({k: v for k, v in dr_settings(wildcards.ds).items() if k not in DR_NOT_TRAINING})
+def dr_train_settings_json(wildcards, threads):
+    """The `dr` settings dr-train is given (affpipe.plan.dr_train_settings: with the runtime ones, e.g.
+    `dr.device`). Taking `threads` makes it a param derived from how the job runs, which Snakemake's
+    params rerun trigger leaves out: the settings that retrain are in dr_retrain_settings_json."""
+    from affpipe.plan import dr_train_settings
+
+    return _json(dr_train_settings(dr_settings(wildcards.ds)))
 
 
 def dr_source(ds):
@@ -694,33 +706,49 @@ def dr_source(ds):
 
 def dr_models(wildcards):
     """The DR model files of every configured level, in MDR channel order."""
+    from affpipe.plan import dr_model_file
+
     src = dr_source(wildcards.ds)
-    return [f"results/{src}/dr/model_T{t}.pt" for t in dr_settings(wildcards.ds)["levels"]]
+    return [dr_model_file(src, t) for t in dr_settings(wildcards.ds)["levels"]]
 
 
 def dr_train_static(wildcards):
     """Static stores of the videos a DR training reads: train partition plus `dr.val_partitions`."""
-    parts = {"train", *dr_settings(wildcards.ds)["val_partitions"]}
+    from affpipe.plan import TRAIN, dr_train_videos
+
     rows = manifest_rows(wildcards.ds)
-    vids = [v for v in sorted(rows) if rows[v]["partition"] in parts]
-    if not any(rows[v]["partition"] == "train" for v in vids):
+    vids = dr_train_videos(rows, dr_settings(wildcards.ds))
+    if not any(rows[v]["partition"] == TRAIN for v in vids):
         raise WorkflowError(f"dataset `{wildcards.ds}` has no video in the train partition to train DR models on "
                             f"(set `datasets.<name>.dr.source` to a dataset that has one)")
-    return [f"results/{wildcards.ds}/static/{v}.h5" for v in vids]
+    return _static_stores(wildcards.ds, vids)
 
 
 def dr_rank_static(wildcards):
     """Static stores the ranking evaluation may read (`dr.rank_partitions`, default every video; the
     command itself leaves out the models' training videos)."""
-    parts = dr_settings(wildcards.ds)["rank_partitions"]
-    rows = manifest_rows(wildcards.ds)
-    return [f"results/{wildcards.ds}/static/{v}.h5" for v in sorted(rows) if parts is None or rows[v]["partition"] in parts]
+    from affpipe.plan import dr_rank_videos
+
+    return _static_stores(wildcards.ds, dr_rank_videos(manifest_rows(wildcards.ds), dr_settings(wildcards.ds)))
+
+
+def _static_stores(ds, videos):
+    from affpipe.plan import store_file
+
+    return [store_file(ds, "static", v) for v in videos]
+
+
+def _static_dir(wildcards):
+    """results/{ds}/static, the folder of the static stores."""
+    from affpipe.plan import store_dir
+
+    return store_dir(wildcards.ds, "static")
 
 
 def dr_gpus(wildcards):
     """`resources: gpu` of the DR rules: 1 when they will run on CUDA (dr.device cuda, or auto with a GPU here)."""
     device = dr_settings(wildcards.ds)["device"]
-    return 1 if device == "cuda" or (device == "auto" and _cuda_available()) else 0
+    return _gpus(device)
 
 
 # --- CPU cost warning (policy in affpipe/cost.py) ----------------------------------------------

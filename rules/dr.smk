@@ -16,6 +16,7 @@ rule dr_train:
         T=r"\d+",
     params:
         affpipe=AFFPIPE,
+        retrain=dr_retrain_settings_json,
         settings=dr_train_settings_json,
     threads: config["threads"]["dr_train"]
     resources:

@@ -23,8 +23,6 @@ from affpipe.commands._common import add_settings_arg, load_settings, store_path
 
 log = logging.getLogger(__name__)
 
-TRAIN_PARTITIONS = ("train", "devel")
-
 
 def add_store_args(p: argparse.ArgumentParser, *, folders: bool) -> None:
     what = "folder of {video}.h5" if folders else ".h5 file of the video"
@@ -58,20 +56,17 @@ def handler(args: argparse.Namespace) -> int:
     from affpipe.config import section_settings
     from affpipe.datasets.manifest import read_manifest
     from affpipe.errors import ConfigError
+    from affpipe.plan import CNN_TRAIN_PARTITIONS, cnn_train_videos
 
     settings = section_settings("cnn", load_settings(args.settings))
     if args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
     spec = parse_input(args.input, mdr_levels=settings["mdr_levels"])
     dirs = {"static": args.static, "dynamic": args.dynamic, "dr": args.dr}
-    rows = read_manifest(args.manifest)
-    videos = []
-    for row in sorted(rows, key=lambda r: r["video"]):
-        if row["partition"] not in TRAIN_PARTITIONS:
-            continue
-        videos.append(VideoStores(row["video"], store_paths(spec, dirs, row["video"], folders=True),
-                                  args.labels / f"{row['video']}.parquet", row["partition"]))
-    counts = {p: sum(v.partition == p for v in videos) for p in TRAIN_PARTITIONS}
+    rows = read_manifest(args.manifest).by_video()
+    videos = [VideoStores(vid, store_paths(spec, dirs, vid, folders=True), args.labels / f"{vid}.parquet",
+                          rows[vid]["partition"]) for vid in cnn_train_videos(rows)]
+    counts = {p: sum(v.partition == p for v in videos) for p in CNN_TRAIN_PARTITIONS}
     log.info("cnn-train: %s: %d train and %d devel videos", args.manifest, counts["train"], counts["devel"])
     index = build_index(videos, spec)
     extra = {

@@ -27,7 +27,6 @@ log = logging.getLogger(__name__)
 
 #: windows processed at a time per video (bounds memory: 2T+1 frames each)
 RANK_CHUNK = 64
-PARTITIONS = ("train", "devel", "test")
 
 
 def register(subparsers) -> None:
@@ -53,12 +52,13 @@ def _select_videos(args, settings, metas) -> tuple[list, list[dict[str, str]]]:
     from affpipe.datasets.manifest import read_manifest
     from affpipe.dr.data import videos_from_manifest, videos_from_paths
     from affpipe.errors import ConfigError
+    from affpipe.plan import PARTITIONS, dr_rank_partitions
 
     if args.static:
         return videos_from_paths(args.static), []
     if args.static_dir is None:
         raise ConfigError("--manifest needs --static-dir")
-    explicit = settings["rank_partitions"]
+    explicit = dr_rank_partitions(settings)
     parts = list(explicit) if explicit is not None else list(PARTITIONS)
     rows = read_manifest(args.manifest)
     parts = [p for p in parts if any(r["partition"] == p for r in rows)]

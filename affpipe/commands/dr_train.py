@@ -17,8 +17,6 @@ from affpipe.commands._common import add_settings_arg, load_settings
 
 log = logging.getLogger(__name__)
 
-TRAIN_PARTITION = "train"
-
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -42,16 +40,17 @@ def handler(args: argparse.Namespace) -> int:
     from affpipe.dr.data import videos_from_manifest
     from affpipe.dr.train import prepare_data, train_dr
     from affpipe.errors import ConfigError, DatasetError
+    from affpipe.plan import dr_train_partitions
 
     settings = section_settings("dr", load_settings(args.settings))
     if args.T < 1:
         raise ConfigError(f"--T must be >= 1, got {args.T}")
     if args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
-    train = videos_from_manifest(args.manifest, args.static_dir, partitions=[TRAIN_PARTITION])
+    train_parts, val_parts = dr_train_partitions(settings)
+    train = videos_from_manifest(args.manifest, args.static_dir, partitions=train_parts)
     if not train:
         raise DatasetError("the manifest has no video in the train partition", path=args.manifest)
-    val_parts = [p for p in settings["val_partitions"] if p != TRAIN_PARTITION]
     val = videos_from_manifest(args.manifest, args.static_dir, partitions=val_parts) if val_parts else []
     data = prepare_data(train, val, T=args.T, settings=settings, source=str(args.static_dir))
     meta = train_dr(data, T=args.T, settings=settings, out=args.out, threads=args.threads)

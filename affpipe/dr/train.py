@@ -42,14 +42,13 @@ from affpipe.dr.data import FrameStore, VideoInfo, WindowSet, build_windows
 from affpipe.dr.rankloss import calibrate_theta, chance_success, pair_difference_norms
 from affpipe.dr.windows import evenly_spaced, n_pairs
 from affpipe.errors import AffpipeError
+from affpipe.plan import DR_TRAINING_KEYS
 
 log = logging.getLogger(__name__)
 
 #: settings that change what training computes; a checkpoint resumes only when they are unchanged
-TRAINING_KEYS = (
-    "stride", "reference_fps", "theta", "theta_chance", "theta_calibration_windows", "gamma", "epsilon",
-    "width", "depth", "lr", "betas", "batch_size", "windows_per_epoch", "val_partitions", "val_windows", "seed",
-)
+#: (affpipe.plan.DR_TRAINING_KEYS: with `epochs`, they are the settings whose change retrains the models)
+TRAINING_KEYS = DR_TRAINING_KEYS
 CHECKPOINT_SUFFIX = ".ckpt"
 #: windows read at a time while calibrating θ
 CALIBRATION_BATCH = 64

@@ -82,6 +82,11 @@ class RegressorSpec:
         ``"module:attribute"`` of ``rebuild(input_dim, input_groups, settings) -> nn.Module``: the
         untrained model of a saved one (``model.pt``), to load its weights into when the model is
         applied to other data (``experiments.<name>.source``). None = ``build(input_dim, settings)``.
+    features_input : callable, optional
+        Torch-free ``features_input(settings) -> str | None``: the CNN input whose features
+        (``results/{ds}/features/<input>/``) the regressor reads instead of the experiment's own, or
+        None for the experiment's own (e.g. AST-Net's ``regression.astnet.attribute_input``). None = always
+        the experiment's own.
     """
 
     name: str
@@ -95,6 +100,7 @@ class RegressorSpec:
     inputs: Callable[[Mapping[str, Any]], tuple[str, ...]] | None = None
     prepare_settings: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
     rebuild_ref: str | Callable[..., Any] | None = None
+    features_input: Callable[[Mapping[str, Any]], str | None] | None = None
 
     @property
     def build(self) -> Callable[..., Any] | None:
@@ -126,6 +132,13 @@ class RegressorSpec:
     def trains(self) -> bool:
         """Whether the regressor trains a model (a ``regress`` job that may use a GPU)."""
         return self.kind == "sequence"
+
+    def features_of(self, experiment_input: str, settings: Mapping[str, Any]) -> str:
+        """The CNN input whose features the regressor reads with the validated ``regression`` section
+        ``settings``: :attr:`features_input`'s choice, else the experiment's ``experiment_input``."""
+        if self.features_input is None:
+            return experiment_input
+        return self.features_input(settings) or experiment_input
 
     def reads(self, settings: Mapping[str, Any]) -> tuple[str, ...]:
         """The datasets the regressor reads with the validated ``regression`` section ``settings``

@@ -128,6 +128,11 @@ register_regressor(RegressorSpec(
     prepare_settings=multilevel_settings,
 ))
 
+def _astnet_features_input(settings: Mapping[str, Any]) -> str | None:
+    """AST-Net reads the features of ``regression.astnet.attribute_input`` when set."""
+    return settings["astnet"]["attribute_input"]
+
+
 register_regressor(RegressorSpec(
     name="astnet",
     description="AST-Net: stacked LSTM (50, 40) on clips every Δt frames with a Siamese twin one frame "
@@ -137,6 +142,7 @@ register_regressor(RegressorSpec(
     settings_key="astnet",
     fit_ref="affpipe.regress.astnet:fit_astnet",
     predict_ref="affpipe.regress.astnet:predict_astnet",
+    features_input=_astnet_features_input,
 ))
 
 register_regressor(RegressorSpec(
