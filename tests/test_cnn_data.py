@@ -40,6 +40,23 @@ def test_index_rows_follow_the_primary_store(root):
     assert np.allclose(idx.targets[:n, 0], v[frames]) and np.allclose(idx.targets[:n, 1], a[frames])
 
 
+def test_store_reader_decodes_the_fixture_images(root):
+    # the fixture is written with h5py, not with affpipe's writer: the reader must recover its images
+    # (tolerances: the noise of a 2x2 reference patch, 5 sigma; the regions average ~300 values)
+    v, a = cnn_synth.traces(30, 0.0)
+    ra, rb, ref = cnn_synth.regions(16)
+    with StoreReader(root / "dynamic" / "train_0.h5") as r:
+        rows = np.flatnonzero(r.valid)
+        for name in ("dfa", "dfs", "dfm"):
+            for row in rows:
+                img, f = r.read_image(name, int(row)), int(r.frames[row])
+                assert img.dtype == np.float32 and abs(img[ref].mean() - 1.0) < 0.03, (name, row)
+                assert abs(img[ra].mean() - 0.5 * v[f]) < 0.01 and abs(img[rb].mean() - 0.5 * a[f]) < 0.01, (name, row)
+    with StoreReader(root / "static" / "train_0.h5", stage="static") as r:
+        img = r.read_image("sfa", 0)
+        assert img.dtype == np.uint8 and img[ra].mean() == np.uint8(128 + 100 * v[0])
+
+
 def test_mdr_rows_need_a_valid_row_in_both_stores(root):
     spec = parse_input("mdr")
     idx = build_index(stores(root, spec, ["train_0"]), spec)

@@ -533,16 +533,10 @@ def fit_ap(
 
     Same contract as :func:`affpipe.regress.train.fit_sequence_model`.
     """
-    rtrain.check_devel_selectable(devel, settings)
     hp = settings["ap"]
     if int(hp["min_window"]) > int(hp["max_window"]):
         raise AffpipeError(f"regression.ap.min_window ({hp['min_window']}) exceeds regression.ap.max_window "
                            f"({hp['max_window']})")
-    dim = train[0].source.dim if train else 0
-    seed = int(settings["seed"])
-    rtrain.set_determinism(device)
-    fp = rtrain.fingerprint(settings, regressor=spec.name, dim=dim, files=fingerprint_files)
-    scaler = rtrain.make_scaler(train, settings, dim=dim)
     preds = PredCache()
     for v in (*train, *devel):
         preds(v)  # fail early, naming the file, when a store has no `pred`
@@ -550,18 +544,17 @@ def fit_ap(
             for v in train]
     if not any(np.isfinite(v.targets).all(axis=1).sum() >= int(hp["min_context"]) for v in train):
         raise AffpipeError("the train partition has no video with enough labelled valid rows for `ap`")
-    torch.manual_seed(seed)
-    model = spec.build(dim, settings).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=float(hp["lr"]), weight_decay=float(hp["weight_decay"]))
     epochs, iters, bs = int(hp["epochs"]), int(hp["iterations_per_epoch"]), int(hp["batch_size"])
     total_steps = epochs * iters
-    loop = rtrain.SelectionLoop(name=spec.name, model=model, optimizer=optimizer, scaler=scaler, settings=settings,
-                                checkpoint=checkpoint, fp=fp, max_epochs=epochs)
-    loop.resume()
+    run = rtrain.start_training(
+        spec, train, devel, settings, checkpoint=checkpoint, device=device, fingerprint_files=fingerprint_files,
+        units=f"{iters} x {bs} windows of {int(hp['min_window'])}-{int(hp['max_window'])} rows per epoch",
+        make_optimizer=lambda m: torch.optim.Adam(m.parameters(), lr=float(hp["lr"]),
+                                                  weight_decay=float(hp["weight_decay"])),
+        mixed_precision=False, max_epochs=epochs,
+    )
+    seed, model, optimizer, loop = run.seed, run.model, run.optimizer, run.loop
     clip = settings["grad_clip_norm"]
-    log.info("training %s: %d train videos, %d x %d windows of %d-%d rows per epoch, %d devel videos, input %d-D, "
-             "%s, up to %d epochs", spec.name, len(train), iters, bs, int(hp["min_window"]), int(hp["max_window"]),
-             len(devel), dim, device, epochs)
 
     def train_epoch(epoch: int) -> dict[str, float]:
         rng = np.random.default_rng([seed, epoch])

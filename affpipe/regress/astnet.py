@@ -524,16 +524,10 @@ def fit_astnet(
     Same contract as :func:`affpipe.regress.train.fit_sequence_model` (devel selection, resumable
     checkpoint, seeded). One step = ``batch_size`` clips and their twins.
     """
-    rtrain.check_devel_selectable(devel, settings)
-    dim = train[0].source.dim if train else 0
-    seed = int(settings["seed"])
     hp = settings["astnet"]
     weights = LossWeights.from_settings(hp)
     warmup = int(hp["label_warmup_epochs"])
     dt = int(hp["clip_step"])
-    rtrain.set_determinism(device)
-    fp = rtrain.fingerprint(settings, regressor=spec.name, dim=dim, files=fingerprint_files)
-    scaler = rtrain.make_scaler(train, settings, dim=dim)
     clips = training_clips(train, settings)
     if clips.shape[0] == 0:
         raise AffpipeError(
@@ -541,19 +535,14 @@ def fit_astnet(
             f"(regression.astnet.clip_step {dt})",
             hint="lower regression.astnet.clip_step or raise regression.max_gap_s",
         )
-    torch.manual_seed(seed)
-    model = spec.build(dim, settings).to(device)
-    optimizer = rtrain._make_optimizer(model, settings)
-    use_amp = device.type == "cuda" and bool(settings["amp"])
-    grad_scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    loop = rtrain.SelectionLoop(name=spec.name, model=model, optimizer=optimizer, scaler=scaler,
-                                settings=settings, checkpoint=checkpoint, fp=fp, grad_scaler=grad_scaler)
-    loop.resume()
+    run = rtrain.start_training(
+        spec, train, devel, settings, checkpoint=checkpoint, device=device, fingerprint_files=fingerprint_files,
+        units=f"{clips.shape[0]} clips of <= {int(hp['clip_len'])} positions every {dt} frames (+ twins)",
+    )
+    seed, model, optimizer, grad_scaler, use_amp, loop = (
+        run.seed, run.model, run.optimizer, run.grad_scaler, run.use_amp, run.loop)
     bs = int(settings["batch_size"])
     clip = settings["grad_clip_norm"]
-    log.info("training %s: %d train videos, %d clips of <= %d positions every %d frames (+ twins), "
-             "%d devel videos, input %d-D, %s, up to %d epochs", spec.name, len(train), clips.shape[0],
-             int(hp["clip_len"]), dt, len(devel), dim, device, loop.max_epochs)
     if warmup >= loop.max_epochs:
         raise AffpipeError(
             f"regression.astnet.label_warmup_epochs ({warmup}) must be below max_epochs ({loop.max_epochs}): "

@@ -450,10 +450,9 @@ def _json_default(value: Any) -> Any:
 
 
 def _save_model(path: Path, model, scaler, summary: Mapping[str, Any]) -> None:
-    """The selected sequence model: weights, feature normalisation and how it was made (plain types)."""
-    import torch
-
-    from affpipe.io.atomic import atomic_path
+    """The selected sequence model: weights, feature normalisation and how it was made (plain types),
+    written atomically (:func:`affpipe.runtime.save_torch`)."""
+    from affpipe.runtime import save_torch
 
     state = {
         "format": "affpipe-regressor",
@@ -467,5 +466,4 @@ def _save_model(path: Path, model, scaler, summary: Mapping[str, Any]) -> None:
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "feature_norm": scaler.state(),
     }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    save_torch(state, path)

@@ -587,6 +587,70 @@ def collapse_notes(history: Sequence[Mapping[str, float]], best_epoch: int) -> l
     return notes
 
 
+@dataclass
+class TrainingStart:
+    """What every trainer starts from (:func:`start_training`)."""
+
+    dim: int  # input width
+    seed: int  # ``regression.seed``
+    model: torch.nn.Module  # built on ``device`` from the seed (resumed weights when a checkpoint matched)
+    optimizer: torch.optim.Optimizer
+    grad_scaler: torch.amp.GradScaler | None  # None for a trainer without mixed precision
+    use_amp: bool  # float16 autocast with ``grad_scaler`` (CUDA and ``regression.amp`` only)
+    loop: SelectionLoop  # resumed from the checkpoint when it matched
+
+
+def start_training(
+    spec: RegressorSpec,
+    train: Sequence[VideoData],
+    devel: Sequence[VideoData],
+    settings: Mapping[str, Any],
+    *,
+    checkpoint: Path,
+    device: torch.device,
+    fingerprint_files: Sequence[Path] = (),
+    units: str,
+    make_optimizer: Callable[[torch.nn.Module], torch.optim.Optimizer] | None = None,
+    mixed_precision: bool = True,
+    max_epochs: int | None = None,
+) -> TrainingStart:
+    """The set-up every sequence trainer shares, in this order: devel must be selectable
+    (:func:`check_devel_selectable`), deterministic kernels on ``device``, the checkpoint fingerprint,
+    the feature scaler (``regression.feature_norm``), torch seeded with ``regression.seed``, the model
+    built (``spec.build``) on ``device``, its optimiser, the gradient scaler, and the
+    :class:`SelectionLoop` resumed from a matching checkpoint; then one log line.
+
+    The trainer prepares and checks its own training data before (fail early, before the scaler reads
+    the train features), then trains with the returned loop.
+
+    Parameters
+    ----------
+    spec, train, devel, settings, checkpoint, device, fingerprint_files : as for :func:`fit_sequence_model`.
+    units : the training units for the log line (e.g. ``"120 windows of <= 40 rows"``).
+    make_optimizer : ``make_optimizer(model)``; default the ``regression.optimizer`` setting.
+    mixed_precision : False for a trainer without float16 autocast (no gradient scaler).
+    max_epochs : epochs at most (default ``regression.max_epochs``).
+    """
+    check_devel_selectable(devel, settings)
+    dim = train[0].source.dim if train else 0
+    seed = int(settings["seed"])
+    set_determinism(device)
+    fp = fingerprint(settings, regressor=spec.name, dim=dim, files=fingerprint_files)
+    scaler = make_scaler(train, settings, dim=dim)
+    torch.manual_seed(seed)
+    model = spec.build(dim, settings).to(device)
+    optimizer = make_optimizer(model) if make_optimizer is not None else _make_optimizer(model, settings)
+    use_amp = mixed_precision and device.type == "cuda" and bool(settings["amp"])
+    grad_scaler = torch.amp.GradScaler("cuda", enabled=use_amp) if mixed_precision else None
+    loop = SelectionLoop(name=spec.name, model=model, optimizer=optimizer, scaler=scaler, settings=settings,
+                         checkpoint=checkpoint, fp=fp, grad_scaler=grad_scaler, max_epochs=max_epochs)
+    loop.resume()
+    log.info("training %s: %d train videos, %s, %d devel videos, input %d-D, %s, up to %d epochs",
+             spec.name, len(train), units, len(devel), dim, device, loop.max_epochs)
+    return TrainingStart(dim=dim, seed=seed, model=model, optimizer=optimizer, grad_scaler=grad_scaler,
+                         use_amp=use_amp, loop=loop)
+
+
 def fit_sequence_model(
     spec: RegressorSpec,
     train: Sequence[VideoData],
@@ -620,31 +684,19 @@ def fit_sequence_model(
     if spec.fit is not None:
         return spec.fit(spec, train, devel, settings, checkpoint=checkpoint, device=device,
                         fingerprint_files=fingerprint_files, on_epoch_end=on_epoch_end)
-    check_devel_selectable(devel, settings)
-    dim = train[0].source.dim if train else 0
-    seed = int(settings["seed"])
-    set_determinism(device)
-    fp = fingerprint(settings, regressor=spec.name, dim=dim, files=fingerprint_files)
-    scaler = make_scaler(train, settings, dim=dim)
     spans = training_windows(train, settings)
     if spans.shape[0] == 0:
         raise AffpipeError("the train partition has no labelled valid frame to train on")
-    torch.manual_seed(seed)
-    model = spec.build(dim, settings).to(device)
-    optimizer = _make_optimizer(model, settings)
-    use_amp = device.type == "cuda" and bool(settings["amp"])
-    grad_scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    loop = SelectionLoop(name=spec.name, model=model, optimizer=optimizer, scaler=scaler, settings=settings,
-                         checkpoint=checkpoint, fp=fp, grad_scaler=grad_scaler)
-    loop.resume()
+    run = start_training(
+        spec, train, devel, settings, checkpoint=checkpoint, device=device, fingerprint_files=fingerprint_files,
+        units=f"{spans.shape[0]} windows of <= {int(settings['seq_len'])} rows",
+    )
+    seed, model, optimizer, grad_scaler, use_amp, loop = (
+        run.seed, run.model, run.optimizer, run.grad_scaler, run.use_amp, run.loop)
     bs = int(settings["batch_size"])
     loss_name = settings.get("loss", "mse")
     loss_fn, loss_key = LOSSES[loss_name], LOSS_RECORD_KEYS[loss_name]
     clip = settings["grad_clip_norm"]
-    log.info(
-        "training %s: %d train videos, %d windows of <= %d rows, %d devel videos, input %d-D, %s, up to %d epochs",
-        spec.name, len(train), spans.shape[0], int(settings["seq_len"]), len(devel), dim, device, loop.max_epochs,
-    )
 
     def train_epoch(epoch: int) -> dict[str, float]:
         order = torch.randperm(spans.shape[0], generator=epoch_generator(seed, epoch)).numpy()
