@@ -20,6 +20,11 @@ id to row (as rules/common.smk holds them) or as an iterable of rows with a ``vi
   not what: a change re-runs nothing.
 * :data:`DR_NOT_TRAINING_KEYS`: settings of the other DR jobs (ranking, inference, storage) and of the
   datasets using the models; not given to ``dr-train``.
+
+**CNN settings** (section ``cnn``): every key but :data:`CNN_RUNTIME_KEYS` (loader processes and the
+in-memory cache size, which change neither the weights nor the features) re-runs the CNN's training
+and feature extraction when it changes. ``device`` is not among them: with ``batch_size`` or
+``eval_batch_size`` left null the device chooses the batch size, which changes the result.
 """
 
 from __future__ import annotations
@@ -38,6 +43,9 @@ DR_TRAINING_KEYS = (
 )
 DR_RETRAIN_KEYS = DR_TRAINING_KEYS + ("epochs",)
 DR_RUNTIME_KEYS = ("device", "amp", "cache_mb", "loader_workers")
+#: cnn settings that change neither a trained CNN nor its features (tests/test_cnn_train.py checks that
+#: loader_workers 0 and 2 give bit-identical weights)
+CNN_RUNTIME_KEYS = ("cache_bytes", "loader_workers")
 DR_NOT_TRAINING_KEYS = ("source", "levels", "rank_partitions", "rank_windows_per_video", "ranksvm_lambda",
                         "infer_batch_size", "storage", "compression", "compression_level")
 
@@ -97,6 +105,12 @@ def dr_train_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in settings.items() if k not in DR_NOT_TRAINING_KEYS}
 
 
+def cnn_rerun_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The validated ``cnn`` settings whose change re-runs the CNN's training and features: all but
+    :data:`CNN_RUNTIME_KEYS`."""
+    return {k: v for k, v in settings.items() if k not in CNN_RUNTIME_KEYS}
+
+
 def gpus(device: str, *, gpu_here: Callable[[], bool]) -> int:
     """The ``gpu`` resource of a job with the ``device`` setting: 1 on CUDA (``cuda``, ``cuda:N``, or
     ``auto`` when ``gpu_here()``, asked only then), else 0."""
@@ -147,7 +161,7 @@ def cnn_train_videos(rows) -> list[str]:
 __all__ = [
     "cnn_model_file", "dataset_dir", "dr_model_file", "experiment_dir", "features_dir", "predictions_file",
     "store_dir", "store_file",
-    "CNN_TRAIN_PARTITIONS", "DR_NOT_TRAINING_KEYS", "DR_RETRAIN_KEYS", "DR_RUNTIME_KEYS", "DR_TRAINING_KEYS",
-    "PARTITIONS", "TRAIN", "cnn_train_videos", "dr_rank_partitions", "dr_rank_videos", "dr_retrain_settings",
+    "CNN_RUNTIME_KEYS", "CNN_TRAIN_PARTITIONS", "DR_NOT_TRAINING_KEYS", "DR_RETRAIN_KEYS", "DR_RUNTIME_KEYS", "DR_TRAINING_KEYS",
+    "PARTITIONS", "TRAIN", "cnn_rerun_settings", "cnn_train_videos", "dr_rank_partitions", "dr_rank_videos", "dr_retrain_settings",
     "dr_train_partitions", "dr_train_settings", "dr_train_videos", "gpus", "videos_in",
 ]

@@ -22,6 +22,7 @@ rule cnn_train:
         model="results/{ds}/cnn/{input}/model.pt",
     params:
         affpipe=AFFPIPE,
+        rerun=cnn_rerun_settings_json,
         settings=cnn_settings_json,
         stores=cnn_store_args,
     threads: config["threads"]["cnn"]
@@ -48,6 +49,7 @@ rule cnn_features:
         features=directory("results/{ds}/features/{input}"),
     params:
         affpipe=AFFPIPE,
+        rerun=cnn_rerun_settings_json,
         settings=cnn_settings_json,
         stores=cnn_store_args,
     threads: config["threads"]["cnn_features"]

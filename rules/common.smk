@@ -308,8 +308,19 @@ def report_pictures(wildcards):
 
 
 # --- cnn ---
-def cnn_settings_json(wildcards):
+def cnn_settings_json(wildcards, threads):
+    """The `cnn` settings cnn-train and cnn-features are given (all of them). Taking `threads` makes it a
+    param derived from how the job runs, which Snakemake's params rerun trigger leaves out: the settings
+    that re-run the CNN are in cnn_rerun_settings_json."""
     return stage_settings_json("cnn", wildcards.ds)
+
+
+def cnn_rerun_settings_json(wildcards):
+    """cnn_train's and cnn_features' rerun-triggering params: the `cnn` settings but the runtime ones
+    (affpipe.plan.CNN_RUNTIME_KEYS); not used by the command line."""
+    from affpipe.plan import cnn_rerun_settings
+
+    return _json(cnn_rerun_settings(stage_settings("cnn", wildcards.ds)))
 
 
 def cnn_spec(wildcards):

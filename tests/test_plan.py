@@ -160,3 +160,43 @@ def test_dr_device_and_loader_settings_do_not_retrain_science_keys_do(tmp_path):
     for name, dr in (("lr", {"lr": 0.002}), ("epochs", {"epochs": 3})):
         out = _dry_run(base, config(name, dr), target)
         assert "rule dr_train:" in out and "Params have changed" in out, (name, out[-3000:])
+
+
+def test_cnn_loader_and_cache_settings_do_not_rerun_science_keys_do(tmp_path):
+    """As for the DR models: cnn_train is planned again only when a cnn setting outside
+    plan.CNN_RUNTIME_KEYS changed (loader processes and cache size change neither weights nor features)."""
+    from test_datasets import affwild2_tree
+
+    root = affwild2_tree(tmp_path / "Aff-Wild2")
+    shutil.copy(ROOT / "workflow_config.yaml", tmp_path / "workflow_config.yaml")
+    entry = {"adapter": "affwild2", "root": str(root), "test_list": "test_set_release.txt"}
+
+    def config(name, cnn):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(json.dumps({"datasets": {"aw": {**entry, "cnn": cnn}}}))
+        return path
+
+    base = ["-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path)]
+    first = config("first", {"loader_workers": 4})
+    target = "results/aw/cnn/sfa/model.pt"
+    for args in (["--cores", "1", "results/aw/manifest.parquet"], ["--cores", "1", "--touch", target]):
+        res = subprocess.run([sys.executable, "-m", "snakemake", *base, "--configfile", str(first), *args],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    stamp = os.stat(tmp_path / "results/aw/manifest.parquet").st_mtime
+    for step, pattern in enumerate(("faces/{}.parquet", "static/{}.h5")):
+        for video in ("1-30-640x360", "video10_1_left", "video10_1_right"):
+            path = tmp_path / "results/aw" / pattern.format(video)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+            os.utime(path, (stamp + 10 * (step + 1),) * 2)
+    (tmp_path / target).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / target).touch()
+    os.utime(tmp_path / target, (stamp + 30,) * 2)
+
+    assert "Nothing to be done" in _dry_run(base, first, target)
+    runtime = config("runtime", {"loader_workers": 0, "cache_bytes": 1000})
+    assert "Nothing to be done" in _dry_run(base, runtime, target)
+    for name, cnn in (("lr", {"lr": 0.002}), ("epochs", {"epochs": 3}), ("input_size", {"input_size": 64})):
+        out = _dry_run(base, config(name, cnn), target)
+        assert "rule cnn_train:" in out and "Params have changed" in out, (name, out[-3000:])
