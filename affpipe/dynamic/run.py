@@ -211,8 +211,8 @@ def dynamic_store(static: str | os.PathLike, out: str | os.PathLike, settings: d
         log.info("dynamic: skipped windows (last frame): %s", listed)
 
     # every part re-reads the (T-1)*stride frames before its first window and costs a process start:
-    # short videos get fewer parts. BLAS stays single-threaded everywhere, so the output does not
-    # depend on threads (bit for bit)
+    # short videos get fewer parts. BLAS stays single-threaded everywhere; the output agrees across
+    # thread counts to float32 rounding (bit for bit only for the same count: docs/dynamic.md)
     n_parts = max(1, min(threads, -(-n // MIN_WINDOWS_PER_PART)))
     bounds = np.array_split(np.arange(n), n_parts) if n else [np.arange(0)]
     out = Path(out)
