@@ -44,8 +44,9 @@ def test_preset_validates_and_gives_every_dataset_the_demo_sizes():
         assert static["size"] == 112, ds
         assert (dr["width"], dr["depth"], cnn["backbone"]) == (16, 3, "small"), ds
         assert not cost.is_paper_size_dr(dr["width"]) and not cost.is_paper_size_cnn(cnn["backbone"])
-        for key in ("width", "depth", "epochs", "windows_per_epoch"):  # the demo's own values
-            assert dr[key] == dataset_section(demo, "demo", "dr")[key], key
+        for key in ("width", "depth", "epochs"):  # the demo's own model (the demo trains on fewer
+            assert dr[key] == dataset_section(demo, "demo", "dr")[key], key  # windows per epoch to stay short)
+        assert dr["windows_per_epoch"] == (512 if ds == "demo" else 1024), ds
     # the per-dataset window lengths of the real datasets are kept
     assert dataset_section(config, "semaine", "dynamic")["T"] == 20
     assert dataset_section(config, "affwild2", "dynamic")["T"] == 6

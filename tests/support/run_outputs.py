@@ -106,11 +106,19 @@ def _content(path: Path, work: Path):
     return path.read_bytes()
 
 
+#: Snakemake's own marker in a directory() output. It is written after the job, in Snakemake's
+#: bookkeeping: a run SIGKILLed at that moment leaves a finished job without it (seen in
+#: tests/test_resume.py); the folder's files, which are compared, are the job's outputs
+SNAKEMAKE_MARKERS = (".snakemake_timestamp",)
+
+
 def output_files(base: Path) -> set[str]:
-    """Every file under ``base/results`` (relative paths), logs and benchmarks excepted."""
+    """Every file under ``base/results`` (relative paths), logs, benchmarks and Snakemake's markers
+    excepted."""
     res = base / "results"
     return {str(p.relative_to(base)) for p in res.rglob("*")
-            if p.is_file() and p.relative_to(res).parts[1] not in ("logs", "benchmarks")}
+            if p.is_file() and p.relative_to(res).parts[1] not in ("logs", "benchmarks")
+            and p.name not in SNAKEMAKE_MARKERS}
 
 
 def assert_same_outputs(work: Path, ref: Path, *, what: str) -> None:
