@@ -120,23 +120,23 @@ def _dry_run(base, cfg, target):
     return out
 
 
-def test_dr_device_and_loader_settings_do_not_retrain_science_keys_do(tmp_path):
-    """Snakemake records dr_train's params with the model (here by --touch, which runs nothing); a later dry
-    run plans dr_train again only when a setting of plan.DR_RETRAIN_KEYS changed (issue 14 §3)."""
+def _recorded_affwild2_job(tmp_path, section, first_settings, target):
+    """An Aff-Wild2-layout dataset ``aw`` whose job for ``target`` Snakemake has recorded (by --touch, which
+    runs nothing) with ``{section: first_settings}``, its inputs and output stand-in files each newer than
+    the last. Returns ``(snakemake args, config(name, settings) -> path of a config file)``."""
     from test_datasets import affwild2_tree
 
     root = affwild2_tree(tmp_path / "Aff-Wild2")
     shutil.copy(ROOT / "workflow_config.yaml", tmp_path / "workflow_config.yaml")
     entry = {"adapter": "affwild2", "root": str(root), "test_list": "test_set_release.txt"}
 
-    def config(name, dr):
+    def config(name, settings):
         path = tmp_path / f"{name}.yaml"
-        path.write_text(json.dumps({"datasets": {"aw": {**entry, "dr": dr}}}))
+        path.write_text(json.dumps({"datasets": {"aw": {**entry, section: settings}}}))
         return path
 
     base = ["-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path)]
-    first = config("first", {"device": "auto"})
-    target = "results/aw/dr/model_T3.pt"
+    first = config("first", first_settings)
     for args in (["--cores", "1", "results/aw/manifest.parquet"], ["--cores", "1", "--touch", target]):
         res = subprocess.run([sys.executable, "-m", "snakemake", *base, "--configfile", str(first), *args],
                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
@@ -152,6 +152,15 @@ def test_dr_device_and_loader_settings_do_not_retrain_science_keys_do(tmp_path):
     (tmp_path / target).parent.mkdir(parents=True, exist_ok=True)
     (tmp_path / target).touch()
     os.utime(tmp_path / target, (stamp + 30,) * 2)
+    return base, config
+
+
+def test_dr_device_and_loader_settings_do_not_retrain_science_keys_do(tmp_path):
+    """Snakemake records dr_train's params with the model (here by --touch, which runs nothing); a later dry
+    run plans dr_train again only when a setting of plan.DR_RETRAIN_KEYS changed (issue 14 §3)."""
+    target = "results/aw/dr/model_T3.pt"
+    base, config = _recorded_affwild2_job(tmp_path, "dr", {"device": "auto"}, target)
+    first = tmp_path / "first.yaml"
 
     assert "Nothing to be done" in _dry_run(base, first, target)
     runtime = config("runtime", {"device": "cpu", "amp": False, "cache_mb": 1, "loader_workers": 2,
@@ -165,34 +174,9 @@ def test_dr_device_and_loader_settings_do_not_retrain_science_keys_do(tmp_path):
 def test_cnn_loader_and_cache_settings_do_not_rerun_science_keys_do(tmp_path):
     """As for the DR models: cnn_train is planned again only when a cnn setting outside
     plan.CNN_RUNTIME_KEYS changed (loader processes and cache size change neither weights nor features)."""
-    from test_datasets import affwild2_tree
-
-    root = affwild2_tree(tmp_path / "Aff-Wild2")
-    shutil.copy(ROOT / "workflow_config.yaml", tmp_path / "workflow_config.yaml")
-    entry = {"adapter": "affwild2", "root": str(root), "test_list": "test_set_release.txt"}
-
-    def config(name, cnn):
-        path = tmp_path / f"{name}.yaml"
-        path.write_text(json.dumps({"datasets": {"aw": {**entry, "cnn": cnn}}}))
-        return path
-
-    base = ["-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path)]
-    first = config("first", {"loader_workers": 4})
     target = "results/aw/cnn/sfa/model.pt"
-    for args in (["--cores", "1", "results/aw/manifest.parquet"], ["--cores", "1", "--touch", target]):
-        res = subprocess.run([sys.executable, "-m", "snakemake", *base, "--configfile", str(first), *args],
-                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
-        assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
-    stamp = os.stat(tmp_path / "results/aw/manifest.parquet").st_mtime
-    for step, pattern in enumerate(("faces/{}.parquet", "static/{}.h5")):
-        for video in ("1-30-640x360", "video10_1_left", "video10_1_right"):
-            path = tmp_path / "results/aw" / pattern.format(video)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.touch()
-            os.utime(path, (stamp + 10 * (step + 1),) * 2)
-    (tmp_path / target).parent.mkdir(parents=True, exist_ok=True)
-    (tmp_path / target).touch()
-    os.utime(tmp_path / target, (stamp + 30,) * 2)
+    base, config = _recorded_affwild2_job(tmp_path, "cnn", {"loader_workers": 4}, target)
+    first = tmp_path / "first.yaml"
 
     assert "Nothing to be done" in _dry_run(base, first, target)
     runtime = config("runtime", {"loader_workers": 0, "cache_bytes": 1000})
