@@ -270,6 +270,11 @@ class RegressionHead(nn.Module):
         return self.out(f)
 
 
+def _nhwc(x: torch.Tensor) -> torch.Tensor:
+    """``(B, C, H, W)`` in channels-last memory order (a no-op when it already is)."""
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 class PerFrameRegressor(nn.Module):
     """One backbone per input branch, features concatenated, one regression head.
 
@@ -295,6 +300,10 @@ class PerFrameRegressor(nn.Module):
         self.branches = nn.ModuleList(
             create_backbone(backbone, in_channels=c, input_size=input_size) for c in branch_channels
         )
+        # channels-last (NHWC) weights and inputs: on CPU the convolutions and max-pooling of both
+        # backbones run about twice as fast as in NCHW (a SmallCNN training step at 80 px, one thread:
+        # 432 -> 950 frames/s); the model computes the same function, up to float rounding
+        self.branches.to(memory_format=torch.channels_last)
         self.num_features = sum(b.num_features for b in self.branches)
         hidden = self.branches[0].default_head_hidden if head_hidden is None else head_hidden
         self.head = RegressionHead(self.num_features, hidden=hidden, dropout=dropout)
@@ -303,7 +312,7 @@ class PerFrameRegressor(nn.Module):
         """Concatenated branch features, ``(B, num_features)``; ``xs[i]`` is ``(B, C_i, H, W)``."""
         if len(xs) != len(self.branches):
             raise ValueError(f"model has {len(self.branches)} branches, got {len(xs)} inputs")
-        feats = [b.forward_features(x) for b, x in zip(self.branches, xs)]
+        feats = [b.forward_features(_nhwc(x)) for b, x in zip(self.branches, xs)]
         return feats[0] if len(feats) == 1 else torch.cat(feats, dim=1)
 
     @property
@@ -322,7 +331,7 @@ class PerFrameRegressor(nn.Module):
         """
         if len(xs) != len(self.branches):
             raise ValueError(f"model has {len(self.branches)} branches, got {len(xs)} inputs")
-        taps = [b.forward_taps(x) for b, x in zip(self.branches, xs)]
+        taps = [b.forward_taps(_nhwc(x)) for b, x in zip(self.branches, xs)]
         return {name: taps[0][name] if len(taps) == 1 else torch.cat([t[name] for t in taps], dim=1)
                 for name in TAP_NAMES}
 
