@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from affpipe.cnn.data import FrameDataset, VideoStores, build_index, encoded_bytes, make_loader, preload
+from affpipe.cnn.data import (FrameDataset, VideoStores, build_index, encoded_bytes, make_loader, network_input_bytes,
+                              network_inputs, preload, tensor_batches)
 from affpipe.cnn.inputs import parse_input, to_unit
 from affpipe.errors import AffpipeError
 from affpipe.io.h5store import StoreReader
@@ -99,6 +100,37 @@ def test_loader_with_worker_processes_streams_the_same_batches(root):
     ds.close()
     got = np.concatenate([b[0].numpy() for b, _ in make_loader(ds, order, batch_size=8, workers=1)])
     assert np.array_equal(got, ref)
+
+
+@pytest.mark.parametrize("input_size", [None, 12])
+def test_prepared_inputs_give_the_loaders_batches_and_random_stream(root, input_size):
+    # the prepared path must be indistinguishable from the loader's: same batch values (resized by the
+    # same function, one sample at a time vs in batches) and the same draws left in the global generator
+    import torch
+
+    from affpipe.cnn.inputs import resize_batch
+
+    spec = parse_input("dfa+dfs")
+    idx = build_index(stores(root, spec, ["train_0", "train_1"]), spec)
+    pos = idx.positions(labelled=True)
+    ds = FrameDataset(idx, pos, spec, cache=preload(idx, pos, spec), scaling="maxabs", input_mean=[0.5], input_std=[0.5])
+    inputs = network_inputs(ds, input_size=input_size)
+    side = input_size or 16
+    assert [tuple(x.shape) for x in inputs] == [(pos.size, 3, side, side)] * 2
+    assert sum(x.numel() * x.element_size() for x in inputs) == network_input_bytes(spec, pos.size, side)
+    order = np.random.default_rng(0).permutation(pos.size)
+
+    torch.manual_seed(7)
+    ref = [([resize_batch(x, input_size) for x in b], t) for b, t in make_loader(ds, order, batch_size=5, workers=0)]
+    after_ref = torch.rand(3)
+    torch.manual_seed(7)
+    got = list(tensor_batches(inputs, idx.targets[pos], order, batch_size=5))
+    after_got = torch.rand(3)
+
+    assert len(got) == len(ref) == -(-pos.size // 5)
+    for (xs, t), (ys, u) in zip(ref, got):
+        assert all(torch.equal(x, y) for x, y in zip(xs, ys)) and torch.equal(t, u)
+    assert torch.equal(after_ref, after_got)
 
 
 def test_missing_dataset_and_store_are_named(root, tmp_path):

@@ -81,20 +81,29 @@ def test_training_learns_and_resumes_exactly(root, tmp_path):
 
 
 def test_loader_workers_and_streaming_do_not_change_the_model(root, tmp_path, caplog):
-    """Same seed and thread count: DataLoader workers (0 or 2) and cached vs streamed data give bit-identical
-    weights and devel history (augmentation, sample order and dropout are drawn in the main process)."""
-    base = {**FAST, "epochs": 2, "augment_shift": 0.1, "dropout": 0.5}
+    """Same seed and thread count: DataLoader workers (0 or 2), streamed vs cached encoded images vs prepared
+    network inputs give bit-identical weights and devel history (augmentation, sample order and dropout are
+    drawn in the main process)."""
+    from affpipe.cnn.data import encoded_bytes
+
+    base = {**FAST, "epochs": 2, "augment_shift": 0.1, "dropout": 0.5, "input_size": 40}
+    spec, data = data_for(root, "dfm", section_settings("cnn", base))
+    encoded = encoded_bytes(data.index, data.train.size + data.devel.size, spec)  # fits, the inputs beside it do not
+    modes = {"w0": ({"loader_workers": 0, "cache_bytes": 0}, "streamed from HDF5"),
+             "w2": ({"loader_workers": 2, "cache_bytes": 0}, "streamed from HDF5"),
+             "cached": ({"loader_workers": 2, "cache_bytes": encoded}, "cached in memory"),
+             "prepared": ({"loader_workers": 2}, "network inputs prepared in memory")}
     runs = {}
     try:
-        for name, extra in {"w0": {"loader_workers": 0, "cache_bytes": 0}, "w2": {"loader_workers": 2, "cache_bytes": 0},
-                            "cached": {"loader_workers": 2}}.items():
+        for name, (extra, path_taken) in modes.items():
             settings = section_settings("cnn", {**base, **extra})
             spec, data = data_for(root, "dfm", settings)
             caplog.clear()
             with caplog.at_level("INFO", logger="affpipe.cnn.train"):
                 meta = train_model(spec, data, settings, out=tmp_path / name / "model.pt", threads=3)
-            # the paths compared are really taken: 2 forked workers streaming from HDF5, or the in-memory cache
-            assert ("cached in memory" if name == "cached" else "streamed from HDF5") in caplog.text, name
+            # the paths compared are really taken: 2 forked workers streaming from HDF5, the in-memory
+            # encoded images, or the network inputs prepared once
+            assert path_taken in caplog.text, name
             assert f"{2 if name == 'w2' else 0} loader worker(s)" in caplog.text, name
             runs[name] = (torch.load(tmp_path / name / "model.pt", weights_only=True)["state_dict"],
                           [{k: v for k, v in h.items() if k != "train_s"} for h in meta["history"]])

@@ -16,6 +16,12 @@
 small LRU of open files per process, so memory is bounded on datasets of any size. When the encoded
 images of the samples fit a byte budget, :func:`preload` reads them once into memory instead
 (:class:`EncodedCache`, the stored encoding: uint8 + per-row scale/offset, float16 or uint8).
+
+Training reads every sample once per epoch. When the network inputs themselves (float32, resized to
+``input_size``) fit the budget too, :func:`network_inputs` computes them once from the encoded cache
+and :func:`tensor_batches` serves every epoch's batches from them: decoding, scaling and the
+antialiased resize then run once per sample instead of once per sample and epoch. The batches hold
+the same values as :func:`make_loader`'s, resized by the same function (``tests/test_cnn_data.py``).
 """
 
 from __future__ import annotations
@@ -40,6 +46,10 @@ log = logging.getLogger(__name__)
 MAX_OPEN_FILES = 32
 #: Rows read per h5py call when preloading.
 PRELOAD_ROWS = 256
+#: Samples converted (and resized) per step by :func:`network_inputs`.
+NETWORK_BLOCK_ROWS = 64
+#: Bytes per value of :func:`network_inputs` (float32).
+NETWORK_ITEMSIZE = 4
 
 
 @dataclass
@@ -395,3 +405,68 @@ def make_loader(dataset: FrameDataset, order: Sequence[int], *, batch_size: int,
         dataset, batch_size=batch_size, sampler=list(map(int, order)), num_workers=workers,
         pin_memory=pin_memory, drop_last=False, **kwargs,
     )
+
+
+def network_input_bytes(spec: InputSpec, n_samples: int, size: int) -> int:
+    """Bytes :func:`network_inputs` takes for ``n_samples`` samples at ``size x size``."""
+    return int(sum(spec.branch_channels)) * int(size) * int(size) * NETWORK_ITEMSIZE * int(n_samples)
+
+
+def network_inputs(dataset: FrameDataset, *, input_size: int | None, desc: str = "prepare") -> list:
+    """Every sample's network input, computed once.
+
+    Parameters
+    ----------
+    dataset : FrameDataset
+        Preferably with an :class:`EncodedCache` (a streaming one reads one row per image).
+    input_size : int or None
+        Side the inputs are resized to (:func:`affpipe.cnn.inputs.resize_batch`); None = stored size.
+
+    Returns
+    -------
+    list of (m, C_b, s, s) float32 torch.Tensor
+        One per branch, in sample order: item ``i`` of branch ``b`` equals ``resize_batch`` of
+        ``dataset[i][0][b]``, as :func:`make_loader` followed by the resize gives it.
+    """
+    import torch
+
+    from affpipe.cnn.inputs import resize_batch
+    from affpipe.progress import progress
+
+    n = len(dataset)
+    side = int(input_size or dataset.index.size)
+    out = [torch.empty((n, c, side, side), dtype=torch.float32) for c in dataset.spec.branch_channels]
+    with progress(total=n, desc=desc, unit="frame") as bar:
+        for a in range(0, n, NETWORK_BLOCK_ROWS):
+            items = [dataset[i][0] for i in range(a, min(a + NETWORK_BLOCK_ROWS, n))]
+            for b, o in enumerate(out):
+                x = torch.from_numpy(np.stack([it[b] for it in items]))
+                o[a:a + len(items)] = resize_batch(x, input_size)
+            bar.update(len(items))
+    return out
+
+
+def tensor_batches(inputs: Sequence, targets: np.ndarray, order: Sequence[int], *, batch_size: int):
+    """Batches ``(branches, target)`` of precomputed inputs, in ``order``, as :func:`make_loader` yields them.
+
+    Parameters
+    ----------
+    inputs : list of (m, C_b, s, s) torch.Tensor
+        From :func:`network_inputs`.
+    targets : (m, 2) float32
+        Sample targets.
+    order : sequence of int
+        Sample indices; consecutive runs of ``batch_size`` form the batches (the last may be shorter).
+    """
+    import torch
+
+    # the draw a DataLoader iterator makes from the global generator (its workers' base seed): the
+    # generator then continues as after make_loader, so dropout, and so the trained model, does not
+    # depend on whether the inputs were prepared (tests/test_cnn_train.py)
+    torch.empty((), dtype=torch.int64).random_()
+    order = np.asarray(order, dtype=np.int64)
+    t = torch.from_numpy(np.ascontiguousarray(targets, dtype=np.float32))
+    for a in range(0, order.size, batch_size):
+        idx = torch.from_numpy(order[a:a + batch_size])
+        yield [x.index_select(0, idx) for x in inputs], t.index_select(0, idx)
+

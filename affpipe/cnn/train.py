@@ -42,7 +42,8 @@ import torch
 
 from affpipe import __version__, runtime
 from affpipe.cnn.backbones import PerFrameRegressor, load_pretrained
-from affpipe.cnn.data import FrameDataset, FrameIndex, encoded_bytes, make_loader, preload
+from affpipe.cnn.data import (FrameDataset, FrameIndex, encoded_bytes, make_loader, network_input_bytes, network_inputs,
+                              preload, tensor_batches)
 from affpipe.cnn.inputs import InputSpec, resize_batch
 from affpipe.errors import AffpipeError
 from affpipe.progress import progress
@@ -128,13 +129,15 @@ def to_device(branches, device: torch.device, input_size: int | None, non_blocki
 
 
 @torch.no_grad()
-def predict(model: PerFrameRegressor, loader, *, device: torch.device, input_size: int | None, amp: bool,
+def predict(model: PerFrameRegressor, batches, *, total: int, device: torch.device, input_size: int | None, amp: bool,
             features: bool = False, desc: str = "predict") -> tuple[np.ndarray, np.ndarray | None]:
-    """Run ``model`` over a loader; returns predictions (m, 2) float32 and optionally features (m, D) float32."""
+    """Run ``model`` over ``(branches, target)`` batches of ``total`` samples (a loader or
+    :func:`~affpipe.cnn.data.tensor_batches`); returns predictions (m, 2) float32 and optionally
+    features (m, D) float32."""
     model.eval()
     preds, feats = [], []
-    with progress(total=len(loader.dataset), desc=desc, unit="frame") as bar:
-        for branches, _ in loader:
+    with progress(total=total, desc=desc, unit="frame") as bar:
+        for branches, _ in batches:
             xs = to_device(branches, device, input_size, non_blocking=True)
             with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
                 f = model.forward_features(xs)
@@ -270,19 +273,39 @@ def train_model(spec: InputSpec, data: TrainData, settings: Mapping[str, Any], *
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0 / (1.0 + decay * step))
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
 
-    # data: in memory when the encoded images fit the budget, else streamed
-    need = encoded_bytes(index, data.train.size + data.devel.size, spec)
-    cached = need <= int(settings["cache_bytes"])
+    # data: the network inputs in memory when they fit the budget beside the encoded images they are
+    # computed from (prepared once, not per epoch); else the encoded images in memory; else streamed
+    n_samples = data.train.size + data.devel.size
+    need = encoded_bytes(index, n_samples, spec)
+    need_inputs = network_input_bytes(spec, n_samples, input_size)
+    budget = int(settings["cache_bytes"])
+    cached = need <= budget
+    prepared = need + need_inputs <= budget
     workers = 0 if cached else min(int(settings["loader_workers"]), max(0, int(threads) - 1))
     common = dict(scaling=settings["dynamic_scaling"], input_mean=settings["input_mean"], input_std=settings["input_std"])
+    memory = (f"network inputs prepared in memory ({need_inputs / 1e6:.0f} MB)" if prepared
+              else f"cached in memory ({need / 1e6:.0f} MB encoded)" if cached
+              else f"streamed from HDF5 ({need / 1e6:.0f} MB encoded)")
     log.info("cnn: input %s (%s), %d train / %d devel labelled frames, %dx%d -> %d, backbone %s (%d-D features), "
-             "device %s%s, batch %d, %s (%.0f MB encoded), %d loader worker(s)",
+             "device %s%s, batch %d, %s, %d loader worker(s)",
              spec.name, " + ".join(f"{b.name}:{b.channels}ch" for b in spec.branches), data.train.size, data.devel.size,
              index.size, index.size, input_size, settings["backbone"], model.num_features, device, " + AMP" if amp else "",
-             bs_train, "cached in memory" if cached else "streamed from HDF5", need / 1e6, workers)
+             bs_train, memory, workers)
     train_ds = FrameDataset(index, data.train, spec, cache=preload(index, data.train, spec, desc="read train") if cached else None, **common)
     devel_ds = FrameDataset(index, data.devel, spec, cache=preload(index, data.devel, spec, desc="read devel") if cached else None, **common) \
         if data.devel.size else None
+    train_inputs = devel_inputs = None
+    if prepared:
+        train_inputs = network_inputs(train_ds, input_size=input_size, desc="prepare train")
+        train_ds.cache = None  # the encoded images are no longer needed
+        if devel_ds is not None:
+            devel_inputs = network_inputs(devel_ds, input_size=input_size, desc="prepare devel")
+            devel_ds.cache = None
+
+    def batches(ds: FrameDataset, inputs, order, batch_size: int):
+        if inputs is not None:
+            return tensor_batches(inputs, index.targets[ds.positions], order, batch_size=batch_size)
+        return make_loader(ds, order, batch_size=batch_size, workers=workers, pin_memory=device.type == "cuda")
 
     fp = fingerprint({
         "settings": {k: v for k, v in settings.items() if k not in RESUME_FREE_KEYS},
@@ -319,7 +342,7 @@ def train_model(spec: InputSpec, data: TrainData, settings: Mapping[str, Any], *
         epoch = state["epoch"] + 1
         order = epoch_order(len(train_ds), seed=seed, epoch=epoch, limit=limit)
         torch.manual_seed(seed * EPOCH_SEED_STRIDE + epoch)  # dropout
-        loader = make_loader(train_ds, order, batch_size=bs_train, workers=workers, pin_memory=device.type == "cuda")
+        loader = batches(train_ds, train_inputs, order, bs_train)
         aug_gen = torch.Generator().manual_seed(seed * EPOCH_SEED_STRIDE + epoch + AUGMENT_SEED_OFFSET)
         model.train()
         t0 = time.perf_counter()
@@ -348,8 +371,9 @@ def train_model(spec: InputSpec, data: TrainData, settings: Mapping[str, Any], *
         rec: dict[str, Any] = {"epoch": epoch, "train_mse": total / max(count, 1), "train_frames": count,
                                "train_s": round(train_time, 2), "lr": float(sched.get_last_lr()[0])}
         if devel_ds is not None:
-            dl = make_loader(devel_ds, range(len(devel_ds)), batch_size=bs_eval, workers=workers, pin_memory=device.type == "cuda")
-            pred, _ = predict(model, dl, device=device, input_size=input_size, amp=amp, desc=f"devel epoch {epoch}")
+            dl = batches(devel_ds, devel_inputs, range(len(devel_ds)), bs_eval)
+            pred, _ = predict(model, dl, total=len(devel_ds), device=device, input_size=input_size, amp=amp,
+                              desc=f"devel epoch {epoch}")
             sc = scores(pred, index.targets[data.devel])
             rec.update({f"devel_{k}": v for k, v in sc.items()})
             score = sc["ccc_mean"] if np.isfinite(sc["ccc_mean"]) else -math.inf
