@@ -9,6 +9,7 @@ rule demo_data:
     params:
         affpipe=AFFPIPE,
         settings=demo_settings_json,
+    threads: config["threads"]["demo"]
     log:
         "results/{ds}/logs/demo_data.log",
     benchmark:
@@ -16,4 +17,4 @@ rule demo_data:
     conda:
         ENV
     shell:
-        "{params.affpipe} demo --settings {params.settings:q} --out {output.tree} 2> {log}"
+        "{params.affpipe} demo --settings {params.settings:q} --out {output.tree} --threads {threads} 2> {log}"

@@ -32,9 +32,10 @@ TINY = {
 }
 
 
-def _cli(out: Path, settings: dict) -> subprocess.CompletedProcess:
+def _cli(out: Path, settings: dict, *, threads: int = 1) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "affpipe", "demo", "--settings", json.dumps(settings), "--out", str(out), "--threads", "1"],
+        [sys.executable, "-m", "affpipe", "demo", "--settings", json.dumps(settings), "--out", str(out), "--threads",
+         str(threads)],
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,
@@ -55,9 +56,10 @@ def run_a(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def run_b(tmp_path_factory) -> Path:
-    """The same settings through the CLI, in another process and folder."""
+    """The same settings through the CLI, in another process and folder, the videos rendered by 2 worker
+    processes (run_a renders them one after the other in the test's process)."""
     out = tmp_path_factory.mktemp("b") / "raw"
-    proc = _cli(out, TINY)
+    proc = _cli(out, TINY, threads=2)
     assert proc.returncode == 0, proc.stderr
     return out
 

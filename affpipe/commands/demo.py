@@ -6,6 +6,7 @@ import argparse
 import logging
 
 from affpipe.commands._common import add_settings_arg, load_settings
+from affpipe.errors import ConfigError
 
 log = logging.getLogger("affpipe.demo")
 
@@ -21,7 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_settings_arg(p, what="demo (see affpipe/schemas/demo.schema.yaml)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder, e.g. results/demo/raw")
-    p.add_argument("--threads", type=int, default=None, metavar="N", help="OpenCV threads (default: OpenCV's choice)")
+    p.add_argument("--threads", type=int, default=1, metavar="N",
+                   help="videos rendered side by side, each in its own process with one OpenCV thread (default 1: "
+                        "one process, OpenCV's choice of threads); the files are the same for any N")
     p.set_defaults(func=handler)
 
 
@@ -29,13 +32,11 @@ def handler(args: argparse.Namespace) -> int:
     from affpipe.config import section_settings
 
     settings = section_settings("demo", load_settings(args.settings))
-    if args.threads is not None:
-        import cv2
-
-        cv2.setNumThreads(max(1, args.threads))
+    if args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
     from affpipe.demo.generate import generate_demo
 
-    summary = generate_demo(settings, args.out)
+    summary = generate_demo(settings, args.out, workers=args.threads)
     parts: dict[str, int] = {}
     for v in summary["videos"]:
         parts[v["partition"]] = parts.get(v["partition"], 0) + 1

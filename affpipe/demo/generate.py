@@ -276,7 +276,83 @@ def render_video(
     return shown
 
 
-def generate_demo(settings: dict[str, Any], out: str | os.PathLike) -> dict[str, Any]:
+class _VideoJob:
+    """What every video of one :func:`generate_demo` call shares (inherited by forked workers)."""
+
+    def __init__(self, identities: list[Identity], settings: dict[str, Any], strengths: ExpressionStrengths,
+                 codec: Codec, tmp: Path):
+        self.identities, self.settings, self.strengths, self.codec, self.tmp = identities, settings, strengths, codec, tmp
+
+    def __call__(self, task: tuple[int, int]) -> tuple[list[str], dict[str, Any]]:
+        """Render, check and label video ``k`` of identity ``i``; returns its ``videos.csv`` row and summary."""
+        from affpipe import __version__
+        from affpipe.io.atomic import write_parquet
+
+        i, k = task
+        ident, settings, codec, tmp = self.identities[i], self.settings, self.codec, self.tmp
+        n_frames, fps = int(settings["frames_per_video"]), float(settings["fps"])
+        times = np.arange(n_frames) / fps
+        vid = f"{ident.slug}_{k + 1:02d}"
+        plan = plan_video(
+            video_seed(settings["seed"], ident.name, k),
+            n_frames=n_frames,
+            fps=fps,
+            frame_width=settings["frame_width"],
+            valence_min=ident.valence_min,
+            traces=settings["traces"],
+            head_motion=settings["head_motion"],
+        )
+        vpath = tmp / "videos" / f"{vid}.{codec.ext}"
+        shown = render_video(ident, plan, vpath, strengths=self.strengths, fps=fps,
+                             noise_sigma=settings["noise_sigma"], codec=codec)
+        decoded = _count_frames(vpath)
+        if decoded != n_frames:
+            raise VideoError(f"wrote {n_frames} frames but {decoded} decode", path=vpath)
+        (tmp / "labels" / f"{vid}.csv").write_text(_labels_csv(times, plan.valence, plan.arousal))
+        write_parquet(
+            _truth_table(times, plan, shown),
+            tmp / "truth" / f"{vid}.parquet",
+            metadata={"video": vid, "identity": ident.name, "generator": f"affpipe {__version__} demo"},
+        )
+        row = [vid, f"videos/{vid}.{codec.ext}", ident.partition, f"labels/{vid}.csv", ident.slug]
+        return row, {"video": vid, "identity": ident.name, "partition": ident.partition, "n_frames": n_frames}
+
+
+_JOB: _VideoJob | None = None  # the job of a forked worker (set before the fork)
+
+
+def _run_task(task: tuple[int, int]):
+    assert _JOB is not None
+    return _JOB(task)
+
+
+def _map_videos(job: _VideoJob, tasks: list[tuple[int, int]], *, workers: int, on_video):
+    """``job(task)`` for every task, in task order: in this process, or in ``workers`` forked ones."""
+    global _JOB
+    workers = max(1, min(int(workers), len(tasks)))
+    if workers == 1 or not hasattr(os, "fork"):
+        for task in tasks:
+            yield job(task)
+            on_video()
+        return
+    import multiprocessing
+
+    import cv2
+
+    _JOB = job
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)  # one per worker: the workers share the cores
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            for result in pool.imap(_run_task, tasks):
+                yield result
+                on_video()
+    finally:
+        _JOB = None
+        cv2.setNumThreads(threads)
+
+
+def generate_demo(settings: dict[str, Any], out: str | os.PathLike, *, workers: int = 1) -> dict[str, Any]:
     """Generate the demo dataset into the folder ``out`` (replaced atomically).
 
     Parameters
@@ -285,6 +361,9 @@ def generate_demo(settings: dict[str, Any], out: str | os.PathLike) -> dict[str,
         Validated demo settings (``affpipe.config.section_settings("demo", ...)``).
     out : path
         Output folder.
+    workers : int, keyword-only
+        Videos rendered side by side (forked processes, one OpenCV thread each). Every video has its
+        own seeds, so the files are byte-identical for any number of workers.
 
     Returns
     -------
@@ -302,7 +381,6 @@ def generate_demo(settings: dict[str, Any], out: str | os.PathLike) -> dict[str,
     """
     from affpipe import __version__
     from affpipe.demo.preview import preview_sheet
-    from affpipe.io.atomic import write_parquet
     from affpipe.io.atomic import replace_dir, temp_sibling
     from affpipe.progress import progress
 
@@ -318,37 +396,13 @@ def generate_demo(settings: dict[str, Any], out: str | os.PathLike) -> dict[str,
         for sub in ("videos", "labels", "truth"):
             (tmp / sub).mkdir(parents=True)
         rows, videos = [], []
-        times = np.arange(n_frames) / fps
-        total = len(identities) * settings["videos_per_identity"] * n_frames
+        tasks = [(i, k) for i, ident in enumerate(identities) for k in range(settings["videos_per_identity"])]
+        job = _VideoJob(identities, settings, strengths, codec, tmp)
+        total = len(tasks) * n_frames
         with progress(total=total, desc="demo", unit="frame") as bar:
-            for ident in identities:
-                for k in range(settings["videos_per_identity"]):
-                    vid = f"{ident.slug}_{k + 1:02d}"
-                    plan = plan_video(
-                        video_seed(settings["seed"], ident.name, k),
-                        n_frames=n_frames,
-                        fps=fps,
-                        frame_width=settings["frame_width"],
-                        valence_min=ident.valence_min,
-                        traces=settings["traces"],
-                        head_motion=settings["head_motion"],
-                    )
-                    vpath = tmp / "videos" / f"{vid}.{codec.ext}"
-                    shown = render_video(
-                        ident, plan, vpath, strengths=strengths, fps=fps,
-                        noise_sigma=settings["noise_sigma"], codec=codec, on_frame=lambda: bar.update(1),
-                    )  # fmt: skip
-                    decoded = _count_frames(vpath)
-                    if decoded != n_frames:
-                        raise VideoError(f"wrote {n_frames} frames but {decoded} decode", path=vpath)
-                    (tmp / "labels" / f"{vid}.csv").write_text(_labels_csv(times, plan.valence, plan.arousal))
-                    write_parquet(
-                        _truth_table(times, plan, shown),
-                        tmp / "truth" / f"{vid}.parquet",
-                        metadata={"video": vid, "identity": ident.name, "generator": f"affpipe {__version__} demo"},
-                    )
-                    rows.append([vid, f"videos/{vid}.{codec.ext}", ident.partition, f"labels/{vid}.csv", ident.slug])
-                    videos.append({"video": vid, "identity": ident.name, "partition": ident.partition, "n_frames": n_frames})
+            for row, video in _map_videos(job, tasks, workers=workers, on_video=lambda: bar.update(n_frames)):
+                rows.append(row)
+                videos.append(video)
 
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
