@@ -111,6 +111,20 @@ def cnn_rerun_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in settings.items() if k not in CNN_RUNTIME_KEYS}
 
 
+#: Scheduling priority of the jobs of the longest chain of a run: face tracking and the static images
+#: (the DR models train on them), the DR training and inference, and the CNN on the MDR input, which
+#: waits for all of them. Snakemake starts the highest-priority ready job first; everything else has 0. On a
+#: 2-core demo run this starts the DR training as soon as its images exist and keeps the chain moving
+#: while the other core works through the independent jobs (a scheduling hint: outputs are the same).
+CHAIN_PRIORITY = 10
+
+
+def cnn_priority(input_name: str) -> int:
+    """Scheduling priority of the CNN jobs of an input: :data:`CHAIN_PRIORITY` for inputs that read
+    the DR (``mdr``), else 0."""
+    return CHAIN_PRIORITY if "mdr" in input_name.split("+") else 0
+
+
 def gpus(device: str, *, gpu_here: Callable[[], bool]) -> int:
     """The ``gpu`` resource of a job with the ``device`` setting: 1 on CUDA (``cuda``, ``cuda:N``, or
     ``auto`` when ``gpu_here()``, asked only then), else 0."""

@@ -25,6 +25,7 @@ rule cnn_train:
         rerun=cnn_rerun_settings_json,
         settings=cnn_settings_json,
         stores=cnn_store_args,
+    priority: cnn_priority
     threads: config["threads"]["cnn"]
     resources:
         gpu=cnn_gpus,
@@ -52,6 +53,7 @@ rule cnn_features:
         rerun=cnn_rerun_settings_json,
         settings=cnn_settings_json,
         stores=cnn_store_args,
+    priority: cnn_priority
     threads: config["threads"]["cnn_features"]
     resources:
         gpu=cnn_gpus,

@@ -16,6 +16,7 @@ from snakemake.exceptions import WorkflowError
 import affpipe
 from affpipe.config import section_settings, snakemake_layers, validate_config
 from affpipe.errors import AffpipeError
+from affpipe.plan import CHAIN_PRIORITY
 
 # Types --config strings by the schema (Snakemake passes nested --config values as strings) and
 # names, for an invalid value, where it was set: workflow_config.yaml, a --configfile or --config.
@@ -864,3 +865,12 @@ def check_experiment_sources(ds):
 for _fn in list(globals().values()):
     if callable(_fn) and getattr(_fn, "__globals__", None) is globals():
         _cache_signature(_fn)
+
+
+def cnn_priority(wildcards):
+    """`priority:` of the CNN jobs of an input (affpipe.plan.cnn_priority: the MDR CNN is on the run's
+    longest chain)."""
+    from affpipe.plan import cnn_priority as priority
+
+    return priority(wildcards.input)
+

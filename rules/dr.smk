@@ -18,6 +18,7 @@ rule dr_train:
         affpipe=AFFPIPE,
         retrain=dr_retrain_settings_json,
         settings=dr_train_settings_json,
+    priority: CHAIN_PRIORITY
     threads: config["threads"]["dr_train"]
     resources:
         gpu=dr_gpus,
@@ -67,6 +68,7 @@ rule dr_infer:
     params:
         affpipe=AFFPIPE,
         settings=dr_settings_json,
+    priority: CHAIN_PRIORITY
     threads: config["threads"]["dr_infer"]
     resources:
         gpu=dr_gpus,

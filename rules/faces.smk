@@ -10,6 +10,7 @@ rule faces:
         affpipe=AFFPIPE,
         settings=faces_settings_json,
         side=video_side_arg,
+    priority: CHAIN_PRIORITY
     threads: config["threads"]["faces"]
     log:
         "results/{ds}/logs/faces/{video}.log",

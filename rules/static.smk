@@ -10,6 +10,7 @@ rule static:
     params:
         affpipe=AFFPIPE,
         settings=static_settings_json,
+    priority: CHAIN_PRIORITY
     threads: config["threads"]["static"]
     log:
         "results/{ds}/logs/static/{video}.log",

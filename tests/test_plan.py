@@ -184,3 +184,20 @@ def test_cnn_loader_and_cache_settings_do_not_rerun_science_keys_do(tmp_path):
     for name, cnn in (("lr", {"lr": 0.002}), ("epochs", {"epochs": 3}), ("input_size", {"input_size": 64})):
         out = _dry_run(base, config(name, cnn), target)
         assert "rule cnn_train:" in out and "Params have changed" in out, (name, out[-3000:])
+
+
+def test_the_longest_chain_is_scheduled_first():
+    from affpipe.plan import CHAIN_PRIORITY, cnn_priority
+
+    assert CHAIN_PRIORITY > 0
+    assert cnn_priority("mdr") == cnn_priority("sfa+mdr") == CHAIN_PRIORITY
+    assert cnn_priority("sfa") == cnn_priority("dfa+dfs") == cnn_priority("dfm") == 0
+    from affpipe.resources import REPO_ROOT
+
+    rules = {p.name: p.read_text() for p in (REPO_ROOT / "rules").glob("*.smk")}
+    for rule, where in {"faces": "faces.smk", "static": "static.smk", "dr_train": "dr.smk", "dr_infer": "dr.smk"}.items():
+        body = rules[where].split(f"rule {rule}:", 1)[1].split("\nrule ", 1)[0]
+        assert "priority: CHAIN_PRIORITY" in body, rule
+    for rule in ("cnn_train", "cnn_features"):
+        body = rules["cnn.smk"].split(f"rule {rule}:", 1)[1].split("\nrule ", 1)[0]
+        assert "priority: cnn_priority" in body, rule
