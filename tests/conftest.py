@@ -70,6 +70,49 @@ def _slurm_run_started(request, tmp_path_factory):
     started.stop()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _layout_runs_started(request, tmp_path_factory, _tiny_run_started):
+    """Likewise the real-layout runs of tests/test_real_layouts.py (fixture `layout_runs`), but only
+    once the tiny demo run has ended (at once without it): until then that run and the tests keep both
+    cores busy; afterwards most tests use one core, and these runs take the other."""
+    if not any("layout_runs" in item.fixturenames for item in request.session.items):
+        yield None
+        return
+    from support.background import Deferred
+    from test_real_layouts import start_layouts
+
+    tiny = _tiny_run_started[2] if _tiny_run_started else None
+    started = Deferred(lambda: start_layouts(tmp_path_factory), ready=lambda: tiny is None or tiny.proc.poll() is not None,
+                       on_stop=lambda runs: [run.stop() for _, _, run in (runs or {}).values()])
+    yield started
+    started.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _resumed_run_started(request, tmp_path_factory, _tiny_run_started, _layout_runs_started):
+    """Likewise the killed-and-resumed run of tests/test_resume.py (fixture `resumed_run`), once the
+    tiny demo run and the real-layout runs have ended."""
+    if not any("resumed_run" in item.fixturenames for item in request.session.items):
+        yield None
+        return
+    from support.background import Deferred
+    from test_resume import kill_and_resume, stop_runs
+
+    tiny = _tiny_run_started[2] if _tiny_run_started else None
+    layouts = _layout_runs_started
+
+    def ready() -> bool:
+        if tiny is not None and tiny.proc.poll() is None:
+            return False
+        if layouts is None or not layouts.done():
+            return layouts is None
+        return all(run.proc.poll() is not None for _, _, run in (layouts.peek() or {}).values())
+
+    started = Deferred(lambda: kill_and_resume(tmp_path_factory), ready=ready, on_stop=lambda _: stop_runs())
+    yield started
+    started.stop()
+
+
 @pytest.fixture(scope="session")
 def tiny_run(_tiny_run_started):
     """The tiny demo run once locally per test session: ``(work dir, snakemake args)``.
