@@ -16,7 +16,7 @@ TIERS = ("unit", "train", "slow")
 #: fixtures whose work runs in the background, one after the other once the tiny demo run has ended
 #: (the session fixtures below); the tests using them run last, in this order, so that the other tests
 #: run meanwhile
-BACKGROUND_RESULTS = ("layout_runs", "bad_run", "resumed_run")
+BACKGROUND_RESULTS = ("cross_run", "layout_runs", "bad_run", "resumed_run")
 
 
 def _background_rank(item) -> int:
@@ -82,24 +82,6 @@ def _slurm_run_started(request, tmp_path_factory):
     started.stop()
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _layout_runs_started(request, tmp_path_factory, _tiny_run_started):
-    """Likewise the real-layout runs of tests/test_real_layouts.py (fixture `layout_runs`), but only
-    once the tiny demo run has ended (at once without it): until then that run and the tests keep both
-    cores busy; afterwards most tests use one core, and these runs take the other."""
-    if not any("layout_runs" in item.fixturenames for item in request.session.items):
-        yield None
-        return
-    from support.background import Deferred
-    from test_real_layouts import start_layouts
-
-    tiny = _tiny_run_started[2] if _tiny_run_started else None
-    started = Deferred(lambda: start_layouts(tmp_path_factory), ready=lambda: tiny is None or tiny.proc.poll() is not None,
-                       on_stop=lambda runs: [run.stop() for run in _layout_commands(runs)])
-    yield started
-    started.stop()
-
-
 def _ended(started, runs) -> bool:
     """Whether the background work `started` (a Deferred, or None if not needed) has started and its
     commands (``runs(value)``: BackgroundRuns) have ended."""
@@ -116,6 +98,48 @@ def _layout_commands(runs) -> list:
 
 def _bad_commands(started) -> list:
     return [started[2]] if started else []
+
+
+_cross_commands = _bad_commands  # (copy, command, BackgroundRun)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cross_run_started(request, tmp_path_factory, _tiny_run_started):
+    """Likewise the run of tests/test_cross_dataset.py on a copy of the tiny demo run (fixture
+    `cross_run`), once the tiny demo run has ended: until then that run and the tests keep both cores
+    busy; afterwards most tests use one core, and the runs started this way take the other."""
+    if not any("cross_run" in item.fixturenames for item in request.session.items):
+        yield None
+        return
+    from support.background import Deferred
+    from test_cross_dataset import start_cross_run
+
+    work, _, tiny = _tiny_run_started
+    started = Deferred(lambda: start_cross_run(tmp_path_factory, work), ready=lambda: tiny.proc.poll() is not None,
+                       on_stop=lambda value: [run.stop() for run in _cross_commands(value)])
+    yield started
+    started.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _layout_runs_started(request, tmp_path_factory, _tiny_run_started, _cross_run_started):
+    """Likewise the real-layout runs of tests/test_real_layouts.py (fixture `layout_runs`), once the
+    tiny demo run and the cross-dataset run have ended (at once without them)."""
+    if not any("layout_runs" in item.fixturenames for item in request.session.items):
+        yield None
+        return
+    from support.background import Deferred
+    from test_real_layouts import start_layouts
+
+    tiny = _tiny_run_started[2] if _tiny_run_started else None
+
+    def ready() -> bool:
+        return (tiny is None or tiny.proc.poll() is not None) and _ended(_cross_run_started, _cross_commands)
+
+    started = Deferred(lambda: start_layouts(tmp_path_factory), ready=ready,
+                       on_stop=lambda runs: [run.stop() for run in _layout_commands(runs)])
+    yield started
+    started.stop()
 
 
 @pytest.fixture(scope="session", autouse=True)
