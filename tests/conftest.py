@@ -13,10 +13,10 @@ import pytest
 TIERS = ("unit", "train", "slow")
 
 
-#: fixtures whose work runs in the background, one after the other once the tiny demo run has ended
-#: (the session fixtures below); the tests using them run last, in this order, so that the other tests
-#: run meanwhile
-BACKGROUND_RESULTS = ("cross_run", "layout_runs", "bad_run", "resumed_run")
+#: fixtures whose work runs in the background once the tiny demo run has ended (the session fixtures
+#: below: the cross-dataset and the killed-and-resumed runs at once, then the real-layout runs, then
+#: the bad-input run); the tests using them run last, in this order, so that the other tests run meanwhile
+BACKGROUND_RESULTS = ("cross_run", "resumed_run", "layout_runs", "bad_run")
 
 
 def _background_rank(item) -> int:
@@ -145,7 +145,8 @@ def _layout_runs_started(request, tmp_path_factory, _tiny_run_started, _cross_ru
 @pytest.fixture(scope="session", autouse=True)
 def _bad_run_started(request, tmp_path_factory, _tiny_run_started, _layout_runs_started):
     """Likewise the bad-input run of tests/test_bad_input.py (fixture `bad_run`), once the tiny demo
-    run and the real-layout runs have ended."""
+    run and the real-layout runs have ended (it has many jobs that can run side by side: it keeps both
+    cores busy at the end of the session)."""
     if not any("bad_run" in item.fixturenames for item in request.session.items):
         yield None
         return
@@ -164,9 +165,9 @@ def _bad_run_started(request, tmp_path_factory, _tiny_run_started, _layout_runs_
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _resumed_run_started(request, tmp_path_factory, _tiny_run_started, _layout_runs_started, _bad_run_started):
+def _resumed_run_started(request, tmp_path_factory, _tiny_run_started):
     """Likewise the killed-and-resumed run of tests/test_resume.py (fixture `resumed_run`), once the
-    tiny demo run, the real-layout runs and the bad-input run have ended."""
+    tiny demo run has ended (mostly one job at a time: it goes beside the cross-dataset run)."""
     if not any("resumed_run" in item.fixturenames for item in request.session.items):
         yield None
         return
@@ -175,11 +176,8 @@ def _resumed_run_started(request, tmp_path_factory, _tiny_run_started, _layout_r
 
     tiny = _tiny_run_started[2] if _tiny_run_started else None
 
-    def ready() -> bool:
-        return (tiny is None or tiny.proc.poll() is not None) and _ended(_layout_runs_started, _layout_commands) \
-            and _ended(_bad_run_started, _bad_commands)
-
-    started = Deferred(lambda: kill_and_resume(tmp_path_factory), ready=ready, on_stop=lambda _: stop_runs())
+    started = Deferred(lambda: kill_and_resume(tmp_path_factory),
+                       ready=lambda: tiny is None or tiny.proc.poll() is not None, on_stop=lambda _: stop_runs())
     yield started
     started.stop()
 

@@ -12,7 +12,7 @@ finite values, every video scored, nothing excluded, and no CPU cost warning (th
 paper-size model). A dry run without the preset then shows the warning before any training, and
 one with the SLURM profile (which gives the training rules a GPU) does not.
 
-The three runs start in the background as soon as the session's tiny demo run has ended (fixture
+The three runs start in the background once the session's tiny demo and cross-dataset runs have ended (fixture
 `layout_runs`, tests/conftest.py): most later tests use one core, and SEMAINE's DR chain is mostly one
 job at a time, so beside them the runs use a core that would otherwise idle.
 """
@@ -75,7 +75,8 @@ def _config_arg(ds: str, root: Path) -> str:
 def start_layouts(tmp_path_factory) -> dict:
     """Build each layout's tree and working directory and start its run of the README command in the
     background, SEMAINE's (the longest) first: ``ds -> (root, work, BackgroundRun)``. Called by the
-    session fixture `_layout_runs_started` (tests/conftest.py) once the tiny demo run has ended."""
+    session fixture `_layout_runs_started` (tests/conftest.py) once the tiny demo and cross-dataset
+    runs have ended."""
     runs = {}
     try:
         for ds, build in BUILDERS.items():

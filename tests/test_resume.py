@@ -18,8 +18,8 @@ the other experiments, DR and the report are the same rules on other inputs and 
 second run of the tiny demo longer. Every file it writes is compared with the uninterrupted run's.
 
 The killing and resuming runs in the background (`kill_and_resume`, started by tests/conftest.py once
-the tiny demo run and the real-layout runs have ended), on the core most tests leave idle; the test
-checks its outcome.
+the tiny demo run has ended), on the core most tests leave idle; the test checks its outcome, at the
+end of the session.
 """
 
 from __future__ import annotations
