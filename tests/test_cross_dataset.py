@@ -211,28 +211,20 @@ def test_a_change_to_the_source_leaves_other_targets_alone(tmp_path):
 
 
 # --- the workflow on the tiny demo run: an unlabelled and a labelled second dataset -------------------------
-@pytest.mark.slow
-def test_tiny_demo_models_applied_to_other_datasets(tiny_run, tmp_path):
-    """On a copy of the tiny run (so its outputs stay as the other tests compare them): `tiny_new`, the tiny
-    demo's unlabelled.csv (its test video, no labels), and `tiny_cross`, a table of its devel and test videos
-    with their labels, both applying tiny's dfm_bgru. Nothing is trained for them; the features and the
-    predictions equal tiny's own, bit for bit; tiny_new is predicted and plotted but not scored; tiny_cross is
-    scored exactly as tiny scores those videos. An unlabelled dataset's experiment without `source` stops the
-    DAG build saying to set it."""
-    import re
-    import subprocess
+def start_cross_run(tmp_path_factory, tiny_work: Path):
+    """A copy of the tiny run (so its outputs stay as the other tests compare them) with two more
+    datasets applying tiny's dfm_bgru, and the run of their targets started in the background:
+    ``(copy, snakemake command without targets, BackgroundRun)``. Called by the session fixture
+    `_cross_run_started` (tests/conftest.py) once the tiny demo run has ended."""
     import sys
 
-    import h5py
-
+    from support.background import BackgroundRun
     from test_workflow import TINY_CONFIG
 
-    work, _ = tiny_run
-    copy = tmp_path / "work"
-    shutil.copytree(work, copy, symlinks=True)
+    base = tmp_path_factory.mktemp("cross_dataset")
+    copy = base / "work"
+    shutil.copytree(tiny_work, copy, symlinks=True)
     raw = copy / "results" / "tiny" / "raw"
-    table = (raw / "unlabelled.csv").read_text().splitlines()
-    assert table[0] == "video,path,partition,labels,subject" and len(table) == 2 and ",test,," in table[1]
     (raw / "cross.csv").write_text("video,path,partition,labels\n"
                                    "man_video_01,videos/man_video_01.mp4,devel,labels/man_video_01.csv\n"
                                    "woman_video_01,videos/woman_video_01.mp4,test,labels/woman_video_01.csv\n")
@@ -245,11 +237,36 @@ def test_tiny_demo_models_applied_to_other_datasets(tiny_run, tmp_path):
                                     "experiments": {"dfm_bgru": {"label": "DFM+BGRU", "input": "dfm", "source": "tiny"},
                                                     **off}}
     (copy / "cross.yaml").write_text(json.dumps(config))
-    base = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(copy),
-            "--configfile", str(copy / "cross.yaml"), "--cores", "2"]
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(copy),
+           "--configfile", str(copy / "cross.yaml"), "--cores", "2"]
     targets = ["results/tiny_new/ccc.json", "results/tiny_new/report/regression", "results/tiny_new/report/summary.json",
                "results/tiny_new/report/results.md", "results/tiny_cross/ccc.json"]
-    res = subprocess.run([*base, *targets], cwd=copy, capture_output=True, text=True, timeout=900)
+    return copy, cmd, BackgroundRun([*cmd, *targets], cwd=copy, env=None, log_dir=base, timeout=1500)
+
+
+@pytest.fixture(scope="module")
+def cross_run(_cross_run_started):
+    """`start_cross_run`'s result, started in the background by the session (tests/conftest.py)."""
+    return _cross_run_started.result()
+
+
+@pytest.mark.slow
+def test_tiny_demo_models_applied_to_other_datasets(tiny_run, cross_run):
+    """On a copy of the tiny run (so its outputs stay as the other tests compare them): `tiny_new`, the tiny
+    demo's unlabelled.csv (its test video, no labels), and `tiny_cross`, a table of its devel and test videos
+    with their labels, both applying tiny's dfm_bgru. Nothing is trained for them; the features and the
+    predictions equal tiny's own, bit for bit; tiny_new is predicted and plotted but not scored; tiny_cross is
+    scored exactly as tiny scores those videos. An unlabelled dataset's experiment without `source` stops the
+    DAG build saying to set it. (The run goes on in the background: `start_cross_run`.)"""
+    import re
+    import subprocess
+
+    import h5py
+
+    copy, base, run = cross_run
+    table = (copy / "results" / "tiny" / "raw" / "unlabelled.csv").read_text().splitlines()
+    assert table[0] == "video,path,partition,labels,subject" and len(table) == 2 and ",test,," in table[1]
+    res = run.wait()
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-4000:]
     ran = re.findall(r"^(?:local)?(?:rule|checkpoint) (\w+):$", out, re.M)

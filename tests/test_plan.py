@@ -120,6 +120,15 @@ def _dry_run(base, cfg, target):
     return out
 
 
+def _dry_runs(base, configs: dict, target) -> dict:
+    """`_dry_run` with each config file of ``configs`` (name -> path), two at a time (each is a
+    single-threaded DAG build; dry runs take no lock and write no output): name -> output."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return dict(zip(configs, pool.map(lambda cfg: _dry_run(base, cfg, target), configs.values())))
+
+
 def _recorded_affwild2_job(tmp_path, section, first_settings, target):
     """An Aff-Wild2-layout dataset ``aw`` whose job for ``target`` Snakemake has recorded (by --touch, which
     runs nothing) with ``{section: first_settings}``, its inputs and output stand-in files each newer than
@@ -160,14 +169,17 @@ def test_dr_device_and_loader_settings_do_not_retrain_science_keys_do(tmp_path):
     run plans dr_train again only when a setting of plan.DR_RETRAIN_KEYS changed (issue 14 §3)."""
     target = "results/aw/dr/model_T3.pt"
     base, config = _recorded_affwild2_job(tmp_path, "dr", {"device": "auto"}, target)
-    first = tmp_path / "first.yaml"
+    science = {"lr": {"lr": 0.002}, "epochs": {"epochs": 3}}
+    outs = _dry_runs(base, {
+        "first": tmp_path / "first.yaml",
+        "runtime": config("runtime", {"device": "cpu", "amp": False, "cache_mb": 1, "loader_workers": 2,
+                                      "rank_windows_per_video": 5, "infer_batch_size": 8}),
+        **{name: config(name, dr) for name, dr in science.items()}}, target)
 
-    assert "Nothing to be done" in _dry_run(base, first, target)
-    runtime = config("runtime", {"device": "cpu", "amp": False, "cache_mb": 1, "loader_workers": 2,
-                                 "rank_windows_per_video": 5, "infer_batch_size": 8})
-    assert "Nothing to be done" in _dry_run(base, runtime, target)
-    for name, dr in (("lr", {"lr": 0.002}), ("epochs", {"epochs": 3})):
-        out = _dry_run(base, config(name, dr), target)
+    assert "Nothing to be done" in outs["first"]
+    assert "Nothing to be done" in outs["runtime"]
+    for name in science:
+        out = outs[name]
         assert "rule dr_train:" in out and "Params have changed" in out, (name, out[-3000:])
 
 
@@ -176,13 +188,16 @@ def test_cnn_loader_and_cache_settings_do_not_rerun_science_keys_do(tmp_path):
     plan.CNN_RUNTIME_KEYS changed (loader processes and cache size change neither weights nor features)."""
     target = "results/aw/cnn/sfa/model.pt"
     base, config = _recorded_affwild2_job(tmp_path, "cnn", {"loader_workers": 4}, target)
-    first = tmp_path / "first.yaml"
+    science = {"lr": {"lr": 0.002}, "epochs": {"epochs": 3}, "input_size": {"input_size": 64}}
+    outs = _dry_runs(base, {
+        "first": tmp_path / "first.yaml",
+        "runtime": config("runtime", {"loader_workers": 0, "cache_bytes": 1000}),
+        **{name: config(name, cnn) for name, cnn in science.items()}}, target)
 
-    assert "Nothing to be done" in _dry_run(base, first, target)
-    runtime = config("runtime", {"loader_workers": 0, "cache_bytes": 1000})
-    assert "Nothing to be done" in _dry_run(base, runtime, target)
-    for name, cnn in (("lr", {"lr": 0.002}), ("epochs", {"epochs": 3}), ("input_size", {"input_size": 64})):
-        out = _dry_run(base, config(name, cnn), target)
+    assert "Nothing to be done" in outs["first"]
+    assert "Nothing to be done" in outs["runtime"]
+    for name in science:
+        out = outs[name]
         assert "rule cnn_train:" in out and "Params have changed" in out, (name, out[-3000:])
 
 

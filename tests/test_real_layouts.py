@@ -11,6 +11,10 @@ nested --config values are read as strings), and checks ccc.json: every experime
 finite values, every video scored, nothing excluded, and no CPU cost warning (the preset has no
 paper-size model). A dry run without the preset then shows the warning before any training, and
 one with the SLURM profile (which gives the training rules a GPU) does not.
+
+The three runs start in the background once the session's tiny demo and cross-dataset runs have ended (fixture
+`layout_runs`, tests/conftest.py): most later tests use one core, and SEMAINE's DR chain is mostly one
+job at a time, so beside them the runs use a core that would otherwise idle.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from support.background import BackgroundRun
 from support.real_layouts import AFFWILD2_TEST_LIST, BUILDERS, FRAMES
 
 pytestmark = pytest.mark.slow
@@ -67,17 +72,43 @@ def _config_arg(ds: str, root: Path) -> str:
     return f"datasets={{{ds}: {{root: {root}{extra}}}}}"
 
 
+def start_layouts(tmp_path_factory) -> dict:
+    """Build each layout's tree and working directory and start its run of the README command in the
+    background, SEMAINE's (the longest) first: ``ds -> (root, work, BackgroundRun)``. Called by the
+    session fixture `_layout_runs_started` (tests/conftest.py) once the tiny demo and cross-dataset
+    runs have ended."""
+    runs = {}
+    try:
+        for ds, build in BUILDERS.items():
+            base = tmp_path_factory.mktemp(f"layout-{ds}")
+            root = build(base / "data" / ds)
+            work = base / "work"
+            work.mkdir()
+            shutil.copy(ROOT / "workflow_config.yaml", work / "workflow_config.yaml")
+            (work / "ci.yaml").write_text(yaml.safe_dump({**CI_OVERRIDES, "experiments": CI_EXPERIMENTS[ds]}))
+            cmd = [str(SNAKEMAKE), "-s", str(ROOT / "Snakefile"), "--directory", str(work),
+                   "--cores", "2", f"results/{ds}/ccc.json", "--configfile", str(PRESET), str(work / "ci.yaml"),
+                   "--config", _config_arg(ds, root)]
+            runs[ds] = root, work, BackgroundRun(cmd, cwd=work, env=None, log_dir=base, timeout=1500)
+    except BaseException:
+        for _, _, run in runs.values():
+            run.stop()
+        raise
+    return runs
+
+
+@pytest.fixture(scope="module")
+def layout_runs(_layout_runs_started):
+    """The three runs of `start_layouts`, started in the background by the session (tests/conftest.py)."""
+    return _layout_runs_started.result()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("ds", list(BUILDERS))
-def test_real_layout_end_to_end_with_cpu_preset(ds, tmp_path):
-    root = BUILDERS[ds](tmp_path / "data" / ds)
-    work = tmp_path / "work"
-    work.mkdir()
-    shutil.copy(ROOT / "workflow_config.yaml", work / "workflow_config.yaml")
-    (work / "ci.yaml").write_text(yaml.safe_dump({**CI_OVERRIDES, "experiments": CI_EXPERIMENTS[ds]}))
+def test_real_layout_end_to_end_with_cpu_preset(ds, layout_runs):
+    root, work, run = layout_runs[ds]
     target = f"results/{ds}/ccc.json"
-    res = _run(work, "--cores", "2", target, "--configfile", str(PRESET), str(work / "ci.yaml"),
-               "--config", _config_arg(ds, root))
+    res = run.wait()
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-6000:]
     assert WARNING not in out  # the preset trains no paper-size model

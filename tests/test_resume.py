@@ -8,9 +8,18 @@ Snakemake's directory lock behind. The user's recovery (docs/cluster.md, "Interr
 `snakemake --unlock` with the same arguments, then the same command again; that run must rerun
 exactly the incomplete jobs (`rerun-incomplete` in profiles/default), never treat a half-written
 file as done, remove the temporaries, and reach the
-same HDF5 datasets, Parquet tables, model weights and ccc.json numbers, bit for bit, as the
+same HDF5 datasets, Parquet tables (the predictions among them) and model weights, bit for bit, as the
 uninterrupted run (the session fixture `tiny_run`). The killed run starts in a fresh folder, so the
 comparison also shows that two fresh runs give the same outputs.
+
+The killed run's target is one experiment's predictions (dfm_bgru: demo data -> faces -> static ->
+dynamic images -> CNN training -> CNN features -> BGRU), the path through every stage it is killed in;
+the other experiments, DR and the report are the same rules on other inputs and would only make this
+second run of the tiny demo longer. Every file it writes is compared with the uninterrupted run's.
+
+The killing and resuming runs in the background (`kill_and_resume`, started by tests/conftest.py once
+the tiny demo run has ended), on the core most tests leave idle; the test checks its outcome, at the
+end of the session.
 """
 
 from __future__ import annotations
@@ -26,7 +35,7 @@ from pathlib import Path
 import pytest
 
 from support import run_outputs
-from test_workflow import ROOT, SNAKEMAKE, TINY_CONFIG, TINY_TARGETS
+from test_workflow import ROOT, SNAKEMAKE, TINY_CONFIG
 
 pytestmark = pytest.mark.slow
 
@@ -41,6 +50,11 @@ KILL_POINTS = (
 )
 #: temporaries of affpipe's atomic writes (affpipe/io/atomic.py) and of `affpipe dynamic`'s parts
 LEFTOVER_PATTERNS = ("*.tmp-*", ".*.tmp-*", "*.old-*", ".*.old-*", "*.part*-*.h5")
+#: the killed run's target, and a file of each stage on its way that it must have written
+TARGET = "results/tiny/experiments/dfm_bgru/predictions.parquet"
+STAGE_FILES = ("raw/videos/man_video_01.mp4", "manifest.parquet", "labels/man_video_01.parquet",
+               "faces/man_video_01.parquet", "static/man_video_01.h5", "dynamic/man_video_01.h5",
+               "cnn/dfm/model.pt", "features/dfm/man_video_01.h5", "experiments/dfm_bgru/model.pt")
 RUN_TIMEOUT_S = 1500
 
 
@@ -75,19 +89,35 @@ def _wait_for(work: Path, pattern: str, proc: subprocess.Popen, stage: str) -> N
         time.sleep(0.1)
 
 
-@pytest.mark.slow
-def test_killed_run_resumes_to_identical_outputs(tiny_run, tmp_path_factory):
-    ref, _ = tiny_run
+#: the Snakemake process of `kill_and_resume` that is running, if any (stopped by `stop_runs`)
+_RUNNING: list[subprocess.Popen] = []
+
+
+def stop_runs() -> None:
+    """End the run of `kill_and_resume` still going, with every job it started (an interrupted session)."""
+    for proc in list(_RUNNING):
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def kill_and_resume(tmp_path_factory) -> tuple[Path, list[str], list[str], subprocess.CompletedProcess]:
+    """Start the tiny demo's run of `TARGET` in a fresh folder, kill it at each of `KILL_POINTS` and
+    recover as a user does; then run it to the end: ``(work dir, args, stages killed in, that last run)``.
+    Called by the session fixture `_resumed_run_started` (tests/conftest.py) in the background, once the
+    tiny demo run has ended."""
     work = tmp_path_factory.mktemp("resume")
     shutil.copy(ROOT / "workflow_config.yaml", work / "workflow_config.yaml")
     (work / "tiny.yaml").write_text(json.dumps(TINY_CONFIG))
     # the command a user re-types after a crash: no extra flag (profiles/default sets rerun-incomplete)
     args = ["-s", str(ROOT / "Snakefile"), "--directory", str(work), "--configfile", str(work / "tiny.yaml"),
-            "--cores", "2", *TINY_TARGETS]
+            "--cores", "2", TARGET]
 
     killed_during = []
     for stage, pattern, delay in KILL_POINTS:
         proc = _start(work, args)
+        _RUNNING[:] = [proc]
         _wait_for(work, pattern, proc, stage)
         time.sleep(delay)
         assert proc.poll() is None, f"the run ended before it could be killed during {stage}"
@@ -96,15 +126,39 @@ def test_killed_run_resumes_to_identical_outputs(tiny_run, tmp_path_factory):
         # a SIGKILLed Snakemake cannot release its lock: the next run refuses until --unlock
         res = subprocess.run([*SNAKEMAKE, *args, "--unlock"], cwd=work, capture_output=True, text=True, timeout=300)
         assert res.returncode == 0, res.stderr[-3000:]
-    assert len(killed_during) == len(KILL_POINTS)
     # something was left half-done by the last kill: Snakemake's incomplete-job markers
     assert any((work / ".snakemake" / "incomplete").rglob("*")), "the kills left no incomplete job"
 
-    res = subprocess.run([*SNAKEMAKE, *args], cwd=work, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+    proc = subprocess.Popen([*SNAKEMAKE, *args], cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    _RUNNING[:] = [proc]
+    try:
+        out, err = proc.communicate(timeout=RUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        stop_runs()
+        raise AssertionError(f"the resumed run did not finish within {RUN_TIMEOUT_S} s") from None
+    finally:
+        _RUNNING.clear()
+    return work, args, killed_during, subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@pytest.fixture(scope="module")
+def resumed_run(_resumed_run_started):
+    """`kill_and_resume`'s result, run in the background by the session (tests/conftest.py)."""
+    return _resumed_run_started.result()
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_identical_outputs(tiny_run, resumed_run):
+    ref, _ = tiny_run
+    work, args, killed_during, res = resumed_run
+    assert killed_during == [stage for stage, _, _ in KILL_POINTS]
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
     leftovers = [str(p.relative_to(work)) for pat in LEFTOVER_PATTERNS for p in (work / "results").rglob(pat)]
     assert not leftovers, f"temporary files left behind: {leftovers}"
-    run_outputs.assert_same_outputs(work, ref, what="killed-and-resumed and uninterrupted")
+    missing = [f for f in (TARGET, *(f"results/tiny/{f}" for f in STAGE_FILES)) if not (work / f).is_file()]
+    assert not missing, f"the resumed run did not write {missing}"
+    run_outputs.assert_same_outputs(work, ref, what="killed-and-resumed and uninterrupted", part=True)
     # and the finished run is complete: nothing left to do
     res = subprocess.run([*SNAKEMAKE, *args, "-n"], cwd=work, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0 and "Nothing to be done" in res.stdout + res.stderr, res.stderr[-3000:]

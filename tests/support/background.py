@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -42,3 +43,54 @@ class BackgroundRun:
             except ProcessLookupError:
                 pass
             self.proc.wait()
+
+
+class Deferred:
+    """``start()`` called in a thread of its own once ``ready()`` is true (polled every second), for
+    work that should wait until a core is free (tests/conftest.py starts the real-layout runs and the
+    killed-and-resumed run this way once the tiny demo run has ended). :meth:`result` waits for it and
+    returns what it returned, or raises what it raised."""
+
+    def __init__(self, start, *, ready=None, on_stop=None):
+        self._start, self._ready, self._on_stop = start, ready, on_stop
+        self._lock = threading.Lock()
+        self._cancelled = False
+        self._value = self._error = None
+        self._thread = threading.Thread(target=self._run, name="deferred-start", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while self._ready is not None and not self._ready():
+            if self._cancelled:
+                return
+            time.sleep(1.0)
+        if self._cancelled:
+            return
+        try:
+            self._value = self._start()
+        except BaseException as err:  # raised again in the test that asks for the result
+            self._error = err
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def peek(self):
+        """The value if it has been returned already, else None."""
+        return self._value
+
+    def result(self):
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    def stop(self) -> None:
+        """Do not start if not started yet; otherwise ``on_stop(value)`` once it has returned (an
+        interrupted session: it ends what is still running)."""
+        self._cancelled = True
+        if self._on_stop is not None:
+            self._on_stop(self._value)
+        if self._thread.is_alive():
+            self._thread.join(timeout=120)
+            if self._on_stop is not None:
+                self._on_stop(self._value)
