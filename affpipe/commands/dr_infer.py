@@ -78,10 +78,9 @@ def handler(args: argparse.Namespace) -> int:
 
 def _infer(models, static: Path, out: Path, settings: dict, device, *, shown: Path) -> None:
     """One video's DR store, written to `out` (`shown` in the log: its final path)."""
-    from affpipe.dr import runtime
     from affpipe.dr.infer import infer_store
 
     summary = infer_store(models, static, out, settings=settings, device=device,
-                          batch_size=runtime.infer_batch_size(settings, device))
+                          batch_size=int(settings["infer_batch_size"]))
     log.info("dr-infer: wrote %s: %d rows (%d valid), levels %s, mean |DR| %s", shown, summary["rows"], summary["valid"],
              [int(m["T"]) for _, m in models], {f"T{t}": round(v, 4) for t, v in summary["mean_abs"].items()})

@@ -80,7 +80,7 @@ def rank_model(model, meta: dict, videos: list, store, *, settings: dict[str, An
     """Ranking results of one model on some videos (see the module docstring)."""
     import numpy as np
 
-    from affpipe.dr import ranking, runtime
+    from affpipe.dr import ranking
     from affpipe.dr.data import build_windows
     from affpipe.dr.windows import evenly_spaced
     from affpipe.progress import progress
@@ -101,7 +101,7 @@ def rank_model(model, meta: dict, videos: list, store, *, settings: dict[str, An
             idx = np.arange(a, min(a + RANK_CHUNK, len(ws)))
             frames = store.windows(ws, idx)  # (k, 2T+1, S, S, 3) uint8
             d = ranking.model_directions(model, np.ascontiguousarray(frames[:, T]), device=device,
-                                         batch_size=runtime.infer_batch_size(settings, device))
+                                         batch_size=int(settings["infer_batch_size"]))
             deltas["dr"].append(ranking.deltas_from_directions(d, frames, T=T))
             svm, res = ranking.ranksvm_deltas(frames, T=T, lam=float(settings["ranksvm_lambda"]))
             deltas["ranksvm"].append(svm)

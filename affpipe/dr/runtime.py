@@ -31,17 +31,6 @@ def select_device(name: str):
     return runtime.select_device(name, key="dr.device")
 
 
-#: ``dr.infer_batch_size: null`` by device type
-INFER_BATCH_SIZES = {"cpu": 8, "cuda": 64}
-
-
-def infer_batch_size(settings: dict[str, Any], device) -> int:
-    """Frames per UNet forward pass at inference: ``dr.infer_batch_size``, or when null the device's
-    default (:data:`INFER_BATCH_SIZES`)."""
-    size = settings.get("infer_batch_size")
-    return int(size) if size is not None else INFER_BATCH_SIZES.get(device.type, INFER_BATCH_SIZES["cpu"])
-
-
 def configure_torch(*, device, threads: int | None, seed: int) -> None:
     """Seed every generator, limit CPU threads and ask for deterministic kernels.
 
