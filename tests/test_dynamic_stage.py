@@ -121,6 +121,23 @@ def test_threads_give_identical_output(static_store, dynamic_store, monkeypatch)
         assert b.attrs["threads"] == 2 and b.attrs["n_rows"] == a.attrs["n_rows"]
 
 
+def test_a_killed_runs_parts_and_their_temporaries_are_removed(static_store, dynamic_store):
+    # a job SIGKILLed while a worker was writing its part leaves the part's temporary behind (seen in
+    # test_resume): the rerun removes it with the finished parts of that run
+    out = static_store.parent / "dyn_killed" / "clip.h5"
+    out.parent.mkdir()
+    stale = [out.with_name(f"{out.name}.part0-999.h5"), out.with_name(f"{out.name}.part1-999.h5.tmp-999")]
+    other = out.with_name("other.h5.part0-999.h5.tmp-999")  # another video's: not this job's to remove
+    for p in (*stale, other):
+        p.write_bytes(b"partial")
+    assert main(["dynamic", "--static", str(static_store), "--out", str(out), "--settings", json.dumps(SETTINGS),
+                 "--threads", "1"]) == 0
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted([out.name, other.name])
+    with h5py.File(dynamic_store, "r") as a, h5py.File(out, "r") as b:
+        for name in a:
+            np.testing.assert_array_equal(a[name][:], b[name][:], err_msg=name)
+
+
 def test_keep_float16_and_approx(static_store):
     sfa, sfs, _ = _static(static_store)
     out = static_store.parent / "dyn3" / "clip.h5"

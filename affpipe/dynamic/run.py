@@ -217,7 +217,8 @@ def dynamic_store(static: str | os.PathLike, out: str | os.PathLike, settings: d
     bounds = np.array_split(np.arange(n), n_parts) if n else [np.arange(0)]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    clear_stale(out, ("{name}.part*-*.h5",))  # parts of a killed earlier run of this video
+    # parts of a killed earlier run of this video, and the temporaries of parts it was writing
+    clear_stale(out, ("{name}.part*-*.h5", "{name}.part*-*.h5.tmp-*"))
     jobs = []
     for i, idx in enumerate(bounds):
         if idx.size == 0:
