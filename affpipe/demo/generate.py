@@ -251,7 +251,6 @@ def render_video(
     fps: float,
     noise_sigma: float,
     codec: Codec,
-    on_frame=None,
 ) -> np.ndarray:
     """Render and encode one video.
 
@@ -269,8 +268,6 @@ def render_video(
         for t in range(len(targets)):
             frame, shown[t] = render_frame(rig, targets[t], motion_matrix(rig, plan.motion[t]))
             writer.write(add_sensor_noise(frame, sigma=noise_sigma, rng=noise_rng))
-            if on_frame is not None:
-                on_frame()
     finally:
         writer.release()
     return shown
