@@ -8,20 +8,24 @@ skipped, naming the reason, where torch sees no CUDA device.
 
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
 import pytest
 
 TIERS = ("unit", "train", "slow")
 
 
-#: fixtures whose work runs in the background once the tiny demo run has ended (the session fixtures
-#: below: the cross-dataset and the killed-and-resumed runs at once, then the real-layout runs, then
-#: the bad-input run); the tests using them run last, in this order, so that the other tests run meanwhile
-BACKGROUND_RESULTS = ("cross_run", "resumed_run", "layout_runs", "bad_run")
+#: tests using these fixtures run last, in this order, so that every other test runs while the work
+#: they wait for goes on in the background: the runs of `BACKGROUND` (below), then the SLURM run, whose
+#: jobs wait on the cluster and which ends last
+LAST = ("cross_run", "resumed_run", "layout_runs", "bad_run", "slurm_run")
 
 
 def _background_rank(item) -> int:
     names = getattr(item, "fixturenames", ())
-    return next((1 + i for i, name in enumerate(BACKGROUND_RESULTS) if name in names), 0)
+    return next((1 + i for i, name in enumerate(LAST) if name in names), 0)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -82,6 +86,40 @@ def _slurm_run_started(request, tmp_path_factory):
     started.stop()
 
 
+@dataclass(frozen=True)
+class Background:
+    """Work of a slow test module started by the session in the background once the tiny demo run and
+    the work named in ``after`` have ended: ``module.start(tmp_path_factory[, tiny work dir])`` called
+    in a thread (a support.background.Deferred), its value the module's fixture waits for."""
+
+    module: str
+    start: str
+    #: the value's BackgroundRuns: stopped if the session ends first; the work has ended when they have
+    runs: Callable[[Any], list] = lambda value: []
+    #: a module function that ends the work instead (work that runs in the start thread itself)
+    stop: str | None = None
+    after: tuple[str, ...] = ()
+    tiny_work: bool = False  # start() is also given the tiny demo run's working directory
+
+
+#: fixture the tests use -> the background work it waits for. Until the tiny demo run ends, that run and
+#: the tests keep both cores busy; afterwards most tests use one core, and these runs take the other.
+BACKGROUND = {
+    # the cross-dataset run on a copy of the tiny demo run
+    "cross_run": Background("test_cross_dataset", "start_cross_run", runs=lambda v: [v[2]] if v else [],
+                            tiny_work=True),
+    # the killed-and-resumed run: mostly one job at a time, it goes beside the cross-dataset run
+    "resumed_run": Background("test_resume", "kill_and_resume", stop="stop_runs"),
+    # the real-layout runs, once the cross-dataset run has ended
+    "layout_runs": Background("test_real_layouts", "start_layouts", after=("cross_run",),
+                              runs=lambda v: [run for _, _, run in (v or {}).values()]),
+    # the bad-input run, once the real-layout runs have ended: it has many jobs that can run side by
+    # side and keeps both cores busy at the end of the session
+    "bad_run": Background("test_bad_input", "start_bad_run", runs=lambda v: [v[2]] if v else [],
+                          after=("layout_runs",)),
+}
+
+
 def _ended(started, runs) -> bool:
     """Whether the background work `started` (a Deferred, or None if not needed) has started and its
     commands (``runs(value)``: BackgroundRuns) have ended."""
@@ -92,94 +130,41 @@ def _ended(started, runs) -> bool:
     return all(run.proc.poll() is not None for run in runs(started.peek()))
 
 
-def _layout_commands(runs) -> list:
-    return [run for _, _, run in (runs or {}).values()]
+def _background_fixture(name: str, spec: Background):
+    """The autouse session fixture ``_{name}_started`` that starts ``spec``'s work when a selected test
+    uses fixture ``name``, and stops it if the session ends first."""
+
+    def started(request, tmp_path_factory, _tiny_run_started):
+        if not any(name in item.fixturenames for item in request.session.items):
+            yield None
+            return
+        from support.background import Deferred
+
+        module = importlib.import_module(spec.module)
+        tiny = _tiny_run_started[2] if _tiny_run_started else None
+        before = [(request.getfixturevalue(f"_{other}_started"), BACKGROUND[other].runs) for other in spec.after]
+        args = (tmp_path_factory, _tiny_run_started[0]) if spec.tiny_work else (tmp_path_factory,)
+
+        def ready() -> bool:
+            return (tiny is None or tiny.proc.poll() is not None) and all(_ended(s, runs) for s, runs in before)
+
+        def on_stop(value) -> None:
+            for run in spec.runs(value):
+                run.stop()
+            if spec.stop:
+                getattr(module, spec.stop)()
+
+        deferred = Deferred(lambda: getattr(module, spec.start)(*args), ready=ready, on_stop=on_stop)
+        yield deferred
+        deferred.stop()
+
+    started.__doc__ = (f"{spec.module}.{spec.start}, for fixture `{name}`: started in the background once the tiny "
+                       f"demo run{''.join(f' and `{a}`' for a in spec.after)} ended, stopped if the session ends first.")
+    return pytest.fixture(scope="session", autouse=True, name=f"_{name}_started")(started)
 
 
-def _bad_commands(started) -> list:
-    return [started[2]] if started else []
-
-
-_cross_commands = _bad_commands  # (copy, command, BackgroundRun)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _cross_run_started(request, tmp_path_factory, _tiny_run_started):
-    """Likewise the run of tests/test_cross_dataset.py on a copy of the tiny demo run (fixture
-    `cross_run`), once the tiny demo run has ended: until then that run and the tests keep both cores
-    busy; afterwards most tests use one core, and the runs started this way take the other."""
-    if not any("cross_run" in item.fixturenames for item in request.session.items):
-        yield None
-        return
-    from support.background import Deferred
-    from test_cross_dataset import start_cross_run
-
-    work, _, tiny = _tiny_run_started
-    started = Deferred(lambda: start_cross_run(tmp_path_factory, work), ready=lambda: tiny.proc.poll() is not None,
-                       on_stop=lambda value: [run.stop() for run in _cross_commands(value)])
-    yield started
-    started.stop()
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _layout_runs_started(request, tmp_path_factory, _tiny_run_started, _cross_run_started):
-    """Likewise the real-layout runs of tests/test_real_layouts.py (fixture `layout_runs`), once the
-    tiny demo run and the cross-dataset run have ended (at once without them)."""
-    if not any("layout_runs" in item.fixturenames for item in request.session.items):
-        yield None
-        return
-    from support.background import Deferred
-    from test_real_layouts import start_layouts
-
-    tiny = _tiny_run_started[2] if _tiny_run_started else None
-
-    def ready() -> bool:
-        return (tiny is None or tiny.proc.poll() is not None) and _ended(_cross_run_started, _cross_commands)
-
-    started = Deferred(lambda: start_layouts(tmp_path_factory), ready=ready,
-                       on_stop=lambda runs: [run.stop() for run in _layout_commands(runs)])
-    yield started
-    started.stop()
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _bad_run_started(request, tmp_path_factory, _tiny_run_started, _layout_runs_started):
-    """Likewise the bad-input run of tests/test_bad_input.py (fixture `bad_run`), once the tiny demo
-    run and the real-layout runs have ended (it has many jobs that can run side by side: it keeps both
-    cores busy at the end of the session)."""
-    if not any("bad_run" in item.fixturenames for item in request.session.items):
-        yield None
-        return
-    from support.background import Deferred
-    from test_bad_input import start_bad_run
-
-    tiny = _tiny_run_started[2] if _tiny_run_started else None
-
-    def ready() -> bool:
-        return (tiny is None or tiny.proc.poll() is not None) and _ended(_layout_runs_started, _layout_commands)
-
-    started = Deferred(lambda: start_bad_run(tmp_path_factory), ready=ready,
-                       on_stop=lambda value: [run.stop() for run in _bad_commands(value)])
-    yield started
-    started.stop()
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _resumed_run_started(request, tmp_path_factory, _tiny_run_started):
-    """Likewise the killed-and-resumed run of tests/test_resume.py (fixture `resumed_run`), once the
-    tiny demo run has ended (mostly one job at a time: it goes beside the cross-dataset run)."""
-    if not any("resumed_run" in item.fixturenames for item in request.session.items):
-        yield None
-        return
-    from support.background import Deferred
-    from test_resume import kill_and_resume, stop_runs
-
-    tiny = _tiny_run_started[2] if _tiny_run_started else None
-
-    started = Deferred(lambda: kill_and_resume(tmp_path_factory),
-                       ready=lambda: tiny is None or tiny.proc.poll() is not None, on_stop=lambda _: stop_runs())
-    yield started
-    started.stop()
+for _name, _spec in BACKGROUND.items():
+    globals()[f"_{_name}_started"] = _background_fixture(_name, _spec)
 
 
 @pytest.fixture(scope="session")
