@@ -112,41 +112,58 @@ def test_plan_imports_no_ml_stack():
     assert res.returncode == 0, res.stderr
 
 
-def _dry_run(base, cfg, target):
-    res = subprocess.run([sys.executable, "-m", "snakemake", *base, "--configfile", str(cfg), "-n", "--", target],
+def _dry_run(base, cfg, targets: list[str]):
+    res = subprocess.run([sys.executable, "-m", "snakemake", *base, "--configfile", str(cfg), "-n", "--", *targets],
                          cwd=cfg.parent, capture_output=True, text=True, timeout=300)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-3000:]
     return out
 
 
-def _dry_runs(base, configs: dict, target) -> dict:
+def _dry_runs(base, configs: dict, targets: list[str]) -> dict:
     """`_dry_run` with each config file of ``configs`` (name -> path), two at a time (each is a
     single-threaded DAG build; dry runs take no lock and write no output): name -> output."""
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(zip(configs, pool.map(lambda cfg: _dry_run(base, cfg, target), configs.values())))
+        return dict(zip(configs, pool.map(lambda cfg: _dry_run(base, cfg, targets), configs.values())))
 
 
-def _recorded_affwild2_job(tmp_path, section, first_settings, target):
-    """An Aff-Wild2-layout dataset ``aw`` whose job for ``target`` Snakemake has recorded (by --touch, which
-    runs nothing) with ``{section: first_settings}``, its inputs and output stand-in files each newer than
-    the last. Returns ``(snakemake args, config(name, settings) -> path of a config file)``."""
+DR_TARGET, CNN_TARGET = "results/aw/dr/model_T3.pt", "results/aw/cnn/sfa/model.pt"
+#: what the jobs of DR_TARGET and CNN_TARGET were recorded with
+FIRST = {"dr": {"device": "auto"}, "cnn": {"loader_workers": 4}}
+#: settings of plan.DR_RUNTIME_KEYS and plan.CNN_RUNTIME_KEYS changed at once
+RUNTIME = {"dr": {"device": "cpu", "amp": False, "cache_mb": 1, "loader_workers": 2, "rank_windows_per_video": 5,
+                  "infer_batch_size": 8},
+           "cnn": {"loader_workers": 0, "cache_bytes": 1000}}
+#: one science setting changed at a time: name -> (section, settings)
+SCIENCE = {"dr_lr": ("dr", {"lr": 0.002}), "dr_epochs": ("dr", {"epochs": 3}),
+           "cnn_lr": ("cnn", {"lr": 0.002}), "cnn_epochs": ("cnn", {"epochs": 3}),
+           "cnn_input_size": ("cnn", {"input_size": 64})}
+RULES = {"dr": ("dr_train", DR_TARGET), "cnn": ("cnn_train", CNN_TARGET)}
+
+
+@pytest.fixture(scope="module")
+def rerun_plans(tmp_path_factory) -> dict:
+    """An Aff-Wild2-layout dataset ``aw`` whose dr_train job for DR_TARGET and cnn_train job for CNN_TARGET
+    Snakemake has recorded (by --touch, which runs nothing) with FIRST, their inputs and output stand-in
+    files each newer than the last; then a dry run of both targets with FIRST, with RUNTIME and with each
+    of SCIENCE: name ("first", "runtime" or a SCIENCE key) -> its output."""
     from test_datasets import affwild2_tree
 
+    tmp_path = tmp_path_factory.mktemp("rerun_plans")
     root = affwild2_tree(tmp_path / "Aff-Wild2")
     shutil.copy(ROOT / "workflow_config.yaml", tmp_path / "workflow_config.yaml")
     entry = {"adapter": "affwild2", "root": str(root), "test_list": "test_set_release.txt"}
 
     def config(name, settings):
         path = tmp_path / f"{name}.yaml"
-        path.write_text(json.dumps({"datasets": {"aw": {**entry, section: settings}}}))
+        path.write_text(json.dumps({"datasets": {"aw": {**entry, **settings}}}))
         return path
 
     base = ["-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path)]
-    first = config("first", first_settings)
-    for args in (["--cores", "1", "results/aw/manifest.parquet"], ["--cores", "1", "--touch", target]):
+    first = config("first", FIRST)
+    for args in (["--cores", "1", "results/aw/manifest.parquet"], ["--cores", "1", "--touch", DR_TARGET, CNN_TARGET]):
         res = subprocess.run([sys.executable, "-m", "snakemake", *base, "--configfile", str(first), *args],
                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
         assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
@@ -158,47 +175,37 @@ def _recorded_affwild2_job(tmp_path, section, first_settings, target):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.touch()
             os.utime(path, (stamp + 10 * (step + 1),) * 2)
-    (tmp_path / target).parent.mkdir(parents=True, exist_ok=True)
-    (tmp_path / target).touch()
-    os.utime(tmp_path / target, (stamp + 30,) * 2)
-    return base, config
+    for target in (DR_TARGET, CNN_TARGET):
+        (tmp_path / target).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / target).touch()
+        os.utime(tmp_path / target, (stamp + 30,) * 2)
+    configs = {"first": first, "runtime": config("runtime", RUNTIME),
+               **{name: config(name, {section: settings}) for name, (section, settings) in SCIENCE.items()}}
+    return _dry_runs(base, configs, [DR_TARGET, CNN_TARGET])
 
 
-def test_dr_device_and_loader_settings_do_not_retrain_science_keys_do(tmp_path):
+def _assert_retrain_follows_the_plan(outs: dict, section: str) -> None:
+    rule, _ = RULES[section]
+    assert "Nothing to be done" in outs["first"]
+    assert "Nothing to be done" in outs["runtime"]
+    for name, (changed, _) in SCIENCE.items():
+        out = outs[name]
+        if changed == section:
+            assert f"rule {rule}:" in out and "Params have changed" in out, (name, out[-3000:])
+        else:  # another job's science setting
+            assert f"rule {rule}:" not in out, (name, out[-3000:])
+
+
+def test_dr_device_and_loader_settings_do_not_retrain_science_keys_do(rerun_plans):
     """Snakemake records dr_train's params with the model (here by --touch, which runs nothing); a later dry
     run plans dr_train again only when a setting of plan.DR_RETRAIN_KEYS changed (issue 14 §3)."""
-    target = "results/aw/dr/model_T3.pt"
-    base, config = _recorded_affwild2_job(tmp_path, "dr", {"device": "auto"}, target)
-    science = {"lr": {"lr": 0.002}, "epochs": {"epochs": 3}}
-    outs = _dry_runs(base, {
-        "first": tmp_path / "first.yaml",
-        "runtime": config("runtime", {"device": "cpu", "amp": False, "cache_mb": 1, "loader_workers": 2,
-                                      "rank_windows_per_video": 5, "infer_batch_size": 8}),
-        **{name: config(name, dr) for name, dr in science.items()}}, target)
-
-    assert "Nothing to be done" in outs["first"]
-    assert "Nothing to be done" in outs["runtime"]
-    for name in science:
-        out = outs[name]
-        assert "rule dr_train:" in out and "Params have changed" in out, (name, out[-3000:])
+    _assert_retrain_follows_the_plan(rerun_plans, "dr")
 
 
-def test_cnn_loader_and_cache_settings_do_not_rerun_science_keys_do(tmp_path):
+def test_cnn_loader_and_cache_settings_do_not_rerun_science_keys_do(rerun_plans):
     """As for the DR models: cnn_train is planned again only when a cnn setting outside
     plan.CNN_RUNTIME_KEYS changed (loader processes and cache size change neither weights nor features)."""
-    target = "results/aw/cnn/sfa/model.pt"
-    base, config = _recorded_affwild2_job(tmp_path, "cnn", {"loader_workers": 4}, target)
-    science = {"lr": {"lr": 0.002}, "epochs": {"epochs": 3}, "input_size": {"input_size": 64}}
-    outs = _dry_runs(base, {
-        "first": tmp_path / "first.yaml",
-        "runtime": config("runtime", {"loader_workers": 0, "cache_bytes": 1000}),
-        **{name: config(name, cnn) for name, cnn in science.items()}}, target)
-
-    assert "Nothing to be done" in outs["first"]
-    assert "Nothing to be done" in outs["runtime"]
-    for name in science:
-        out = outs[name]
-        assert "rule cnn_train:" in out and "Params have changed" in out, (name, out[-3000:])
+    _assert_retrain_follows_the_plan(rerun_plans, "cnn")
 
 
 def test_the_longest_chain_is_scheduled_first():
