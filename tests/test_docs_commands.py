@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -208,9 +209,11 @@ _ROOT_IN_CONFIG = re.compile(r"(\{root: )([^}]+)(\})")
 
 
 def _dry_runs(command: str, trees: dict[str, Path]) -> tuple[str, ...]:
-    """The dry runs that check a DRY or REAL_DATASET command: (as written,) or (as written, root pointed at a tree)."""
+    """The dry runs that check a DRY or REAL_DATASET command: (as written,) or (as written, root pointed at a tree).
+    `.venv/bin/snakemake` is written `snakemake`, the program it names on the commands' PATH (`_env`), so that
+    commands the docs show both ways share their dry runs."""
     kind, ds = COMMANDS[command]
-    command = _without_comment(command)
+    command = re.sub(r"^\.venv/bin/snakemake ", "snakemake ", _without_comment(command))
     if kind == DRY:
         return (f"{command} -n",)
     command = command.replace("<dataset>", ds)
@@ -226,7 +229,8 @@ def _dry_runs(command: str, trees: dict[str, Path]) -> tuple[str, ...]:
 def dry_run(scratch, dataset_trees) -> dict[str, subprocess.CompletedProcess]:
     """Every dry run of the two tests below, run up front a few at a time (each is one
     single-threaded Snakemake DAG build; dry runs take no lock and write no output): shell command -> result."""
-    runs = [run for c in (*_unique(DRY), *_unique(REAL_DATASET)) for run in _dry_runs(c, dataset_trees)]
+    runs = list(dict.fromkeys(run for c in (*_unique(DRY), *_unique(REAL_DATASET)) for run in _dry_runs(c, dataset_trees)))
+    assert shutil.which("snakemake", path=_env()["PATH"]) == str(VENV_BIN / "snakemake")
     return _concurrently(runs, lambda run: _shell(run, scratch))
 
 
