@@ -49,8 +49,8 @@ CI_EXPERIMENTS = {
     "affwild2": DFM_BGRU,
 }
 CI_OVERRIDES = {
-    "dr": {"epochs": 1, "windows_per_epoch": 64, "val_windows": 32, "rank_windows_per_video": 10,
-           "theta_calibration_windows": 32},
+    "dr": {"epochs": 1, "windows_per_epoch": 32, "val_windows": 16, "rank_windows_per_video": 10,
+           "theta_calibration_windows": 16},
     "cnn": {"epochs": 1, "loader_workers": 0},
     "regression": {"seq_len": 40, "train_hop": 20, "batch_size": 4, "max_epochs": 2, "bgru": {"hidden_units": 16}},
 }
