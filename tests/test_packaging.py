@@ -232,10 +232,11 @@ def test_plain_install_finds_the_schemas(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     run_dir = tmp_path / "elsewhere"
     run_dir.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # only the installed wheel
     res = subprocess.run([str(py), "-m", "affpipe", "config-docs"], capture_output=True, text=True, timeout=120,
-                         cwd=run_dir, env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+                         cwd=run_dir, env=env)
     assert res.returncode == 0, res.stderr[-3000:]
     found = subprocess.run([str(py), "-c", "import affpipe.config as c; print(c.SCHEMA_DIR)"], capture_output=True,
-                           text=True, cwd=run_dir, check=True).stdout.strip()
+                           text=True, cwd=run_dir, env=env, check=True).stdout.strip()
     assert Path(found).is_relative_to(purelib), f"affpipe imported from {found}, not from the installed wheel"
     assert res.stdout == render()
