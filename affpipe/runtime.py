@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import sys
 from typing import Any
 
 from affpipe.errors import ConfigError
@@ -59,9 +60,29 @@ def deterministic_kernels(device, *, strict_cpu: bool = True) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
-        torch.use_deterministic_algorithms(True, warn_only=True)
+        use_deterministic_algorithms(True, warn_only=True)
     else:
-        torch.use_deterministic_algorithms(True, warn_only=not strict_cpu)
+        use_deterministic_algorithms(True, warn_only=not strict_cpu)
+
+
+def use_deterministic_algorithms(mode: bool, *, warn_only: bool = False) -> None:
+    """``torch.use_deterministic_algorithms(mode, warn_only=warn_only)`` without its import of
+    ``torch._inductor`` where that is not loaded yet.
+
+    Since torch 2.x the public call also sets Inductor's ``deterministic`` option, and to do so imports
+    ``torch._inductor.config``, which loads TorchDynamo: about 2 s of CPU in every process that
+    calls it (measured with torch 2.13 on the project's VM: a third of a tiny regress or cnn-train
+    job). Only ``torch.compile`` reads that option and affpipe never compiles, so where Inductor is not
+    loaded only the kernels' flag is set; where it is (someone compiled in this process), the public
+    call sets both.
+    """
+    import torch
+
+    setter = getattr(torch._C, "_set_deterministic_algorithms", None)
+    if "torch._inductor.config" in sys.modules or setter is None:
+        torch.use_deterministic_algorithms(mode, warn_only=warn_only)
+    else:
+        setter(mode, warn_only=warn_only)
 
 
 def save_torch(obj: Any, path: str | os.PathLike) -> None:
