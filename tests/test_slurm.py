@@ -10,6 +10,7 @@ installed but does not start is a failure, with the daemons' logs.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -25,6 +26,13 @@ from support import run_outputs, slurm_cluster
 from test_workflow import ROOT, SNAKEMAKE, TINY_CONFIG, TINY_TARGETS
 
 PROFILE = ROOT / "profiles" / "slurm"
+#: the test node's CPUs and memory (MB): at least 4 CPUs and 64 GB, so that on a 2-core, 24 GB machine
+#: the tiny demo's jobs run side by side as they would on a real node (its 2-thread jobs, and its
+#: GPU jobs, which the profile gives 8-16 GB each) instead of one after another, each waiting for
+#: SLURM's status checks; the tiny jobs use a few hundred MB, and share the machine with the other
+#: tests anyway
+CLUSTER_CPUS = max(4, os.cpu_count() or 1)
+CLUSTER_MEM_MB = max(64000, slurm_cluster.machine_mem_mb())
 SUBMITTED = re.compile(r"Job (\S+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)\.")
 #: a job Snakemake ran, in its log: `rule X:`/`checkpoint X:` when scheduling it, `localrule X:`/
 #: `localcheckpoint X:` when running it in this process (inside a SLURM job: the srun step)
@@ -66,7 +74,7 @@ def start_slurm_run(tmp_path_factory) -> SlurmStart:
     if reason:
         return SlurmStart(skip=f"no local SLURM cluster: {reason}")
     try:
-        c = slurm_cluster.start(tmp_path_factory.mktemp("slurm"))
+        c = slurm_cluster.start(tmp_path_factory.mktemp("slurm"), cpus=CLUSTER_CPUS, mem_mb=CLUSTER_MEM_MB)
     except slurm_cluster.ClusterUnavailable as err:
         return SlurmStart(fail=f"SLURM is installed but the local cluster did not start: {err}")
     work = tmp_path_factory.mktemp("workflow-slurm")

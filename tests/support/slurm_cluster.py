@@ -82,7 +82,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _mem_mb() -> int:
+def machine_mem_mb() -> int:
     with open("/proc/meminfo") as f:
         for line in f:
             if line.startswith("MemTotal:"):
@@ -126,6 +126,9 @@ class Cluster:
 
 
 def write_config(root: Path, cpus: int, mem_mb: int, ctld_port: int) -> None:
+    """slurm.conf and gres.conf of a one-node cluster with ``cpus`` CPUs and 90 % of ``mem_mb``: more
+    than the machine has oversubscribe it (slurmd then takes the configured figures,
+    ``SlurmdParameters=config_overrides``)."""
     etc, state, spool, log, run = (root / d for d in ("etc", "state", "spool", "log", "run"))
     for d in (etc, state, spool, log, run):
         d.mkdir(parents=True, exist_ok=True)
@@ -133,6 +136,8 @@ def write_config(root: Path, cpus: int, mem_mb: int, ctld_port: int) -> None:
     # leave some memory to the OS and the Snakemake process on the submit side
     real_mem = max(1024, int(mem_mb * 0.9))
     gpus = max(1, min(cpus, len(PRETEND_GPUS)))
+    oversubscribed = cpus > (os.cpu_count() or 1) or mem_mb > machine_mem_mb()
+    overrides = "SlurmdParameters=config_overrides\n" if oversubscribed else ""
     conf = f"""\
 # {MARKER}
 ClusterName=affpipe-local
@@ -173,7 +178,7 @@ InactiveLimit=0
 KillWait=5
 Waittime=0
 GresTypes=gpu
-NodeName={NODE} NodeHostname={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={real_mem} Gres=gpu:{gpus} State=UNKNOWN
+{overrides}NodeName={NODE} NodeHostname={host} NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={real_mem} Gres=gpu:{gpus} State=UNKNOWN
 PartitionName={PARTITION} Nodes={NODE} Default=YES MaxTime=INFINITE State=UP
 """
     (etc / "slurm.conf").write_text(conf)
@@ -220,8 +225,9 @@ def _stale(conf: Path) -> bool:
     return False
 
 
-def start(root: Path, timeout: float = 60) -> Cluster:
-    """Write the configuration, start munged, slurmctld and slurmd, and wait for the node to be idle."""
+def start(root: Path, timeout: float = 60, *, cpus: int | None = None, mem_mb: int | None = None) -> Cluster:
+    """Write the configuration, start munged, slurmctld and slurmd, and wait for the node to be idle.
+    The node has ``cpus`` CPUs and 90 % of ``mem_mb`` (default: the machine's; more oversubscribe it)."""
     reason = why_unavailable()
     if reason:
         raise ClusterUnavailable(reason)
@@ -232,7 +238,7 @@ def start(root: Path, timeout: float = 60) -> Cluster:
     if link.exists() or link.is_symlink():
         raise ClusterUnavailable(f"{link} exists (this machine has a SLURM configuration of its own; "
                                  f"not replacing it)")
-    cpus, mem_mb = os.cpu_count() or 1, _mem_mb()
+    cpus, mem_mb = cpus or os.cpu_count() or 1, mem_mb or machine_mem_mb()
     ctld_port = _free_port()
     write_config(root, cpus, mem_mb, ctld_port)
     cluster = Cluster(root, cpus, mem_mb)
@@ -293,12 +299,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=("start", "stop"))
     parser.add_argument("dir", type=Path, help="scratch directory for the cluster's config, state and logs")
+    parser.add_argument("--cpus", type=int, default=None,
+                        help="the node's CPUs (default: the machine's; more oversubscribe its cores)")
+    parser.add_argument("--mem-mb", type=int, default=None,
+                        help="the node's memory in MB, 90 %% of it for jobs (default: the machine's)")
     args = parser.parse_args(argv)
     if args.action == "stop":
         stop(args.dir)
         return 0
     try:
-        cluster = start(args.dir)
+        cluster = start(args.dir, cpus=args.cpus, mem_mb=args.mem_mb)
     except ClusterUnavailable as err:
         print(f"cannot start a local SLURM cluster: {err}", file=sys.stderr)
         return 1
