@@ -29,6 +29,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -56,8 +57,6 @@ STAGE_FILES = ("raw/videos/man_video_01.mp4", "manifest.parquet", "labels/man_vi
                "faces/man_video_01.parquet", "static/man_video_01.h5", "dynamic/man_video_01.h5",
                "cnn/dfm/model.pt", "features/dfm/man_video_01.h5", "experiments/dfm_bgru/model.pt")
 RUN_TIMEOUT_S = 1500
-#: seconds between two looks for a kill point's files
-POLL_S = 0.01
 
 
 def _start(work: Path, args: list[str]) -> subprocess.Popen:
@@ -68,7 +67,10 @@ def _start(work: Path, args: list[str]) -> subprocess.Popen:
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
-    os.killpg(proc.pid, signal.SIGKILL)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:  # killed already, every process of the group gone
+        pass
     proc.wait(timeout=60)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:  # jobs of the group die with it; wait until none is left
@@ -80,17 +82,51 @@ def _kill_group(proc: subprocess.Popen) -> None:
     raise AssertionError("processes of the killed run are still alive after 60 s")
 
 
-def _wait_for(work: Path, pattern: str, proc: subprocess.Popen, stage: str) -> None:
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    while not list(work.glob(pattern)):
-        if proc.poll() is not None:
-            raise AssertionError(f"the run ended (status {proc.returncode}) before reaching {stage}; "
-                                 f"see {work / 'snakemake.err'}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{stage} not reached within {RUN_TIMEOUT_S} s")
-        # 10 ms: the tiny run's CNN features job keeps its hidden temporary folder for only ~0.4 s
-        # since the CNN is faster (NHWC), and a 0.1 s poll on a loaded machine once missed it
-        time.sleep(POLL_S)
+#: watches for a kill point's files and kills the run's process group: a process of its own, so that
+#: its 10 ms polls are not held up by the test session's threads (the tiny run's CNN features job keeps
+#: its hidden temporary folder for well under a second, and a poll in a thread of the loaded session
+#: once missed it). argv: work dir, glob pattern, process group, seconds to wait after, timeout.
+_WATCHER = """
+import os, signal, sys, time
+from pathlib import Path
+work, pattern, pgid, delay, timeout = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
+deadline = time.monotonic() + timeout
+while not any(work.glob(pattern)):
+    if time.monotonic() > deadline:
+        sys.exit(4)
+    time.sleep(0.01)
+time.sleep(delay)
+os.killpg(pgid, signal.SIGKILL)
+"""
+
+
+def _kill_when(work: Path, pattern: str, delay: float, proc: subprocess.Popen, stage: str) -> None:
+    """Kill the run `proc` (its whole process group) ``delay`` seconds after a file matching `pattern`
+    appears under `work`; fails if the run ends first."""
+    watcher = subprocess.Popen([sys.executable, "-c", _WATCHER, str(work), pattern, str(proc.pid), str(delay),
+                                str(RUN_TIMEOUT_S)])
+    try:
+        while watcher.poll() is None:
+            if proc.poll() is not None:  # the run ended: killed by the watcher, or before it could be
+                try:
+                    watcher.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    pass
+                if watcher.returncode != 0:
+                    raise AssertionError(f"the run ended (status {proc.returncode}) before {stage}; "
+                                         f"see {work / 'snakemake.err'}")
+            time.sleep(0.05)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait()
+    if watcher.returncode == 4:
+        raise AssertionError(f"{stage} not reached within {RUN_TIMEOUT_S} s")
+    assert watcher.returncode == 0, f"the watcher failed (status {watcher.returncode})"
+    _kill_group(proc)
+    assert proc.returncode == -signal.SIGKILL, (
+        f"the run ended (status {proc.returncode}) before it could be killed during {stage}; "
+        f"see {work / 'snakemake.err'}")
 
 
 #: the Snakemake process of `kill_and_resume` that is running, if any (stopped by `stop_runs`)
@@ -122,10 +158,7 @@ def kill_and_resume(tmp_path_factory) -> tuple[Path, list[str], list[str], subpr
     for stage, pattern, delay in KILL_POINTS:
         proc = _start(work, args)
         _RUNNING[:] = [proc]
-        _wait_for(work, pattern, proc, stage)
-        time.sleep(delay)
-        assert proc.poll() is None, f"the run ended before it could be killed during {stage}"
-        _kill_group(proc)
+        _kill_when(work, pattern, delay, proc, stage)
         killed_during.append(stage)
         # a SIGKILLed Snakemake cannot release its lock: the next run refuses until --unlock
         res = subprocess.run([*SNAKEMAKE, *args, "--unlock"], cwd=work, capture_output=True, text=True, timeout=300)
