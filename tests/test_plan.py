@@ -112,7 +112,7 @@ def test_plan_imports_no_ml_stack():
     assert res.returncode == 0, res.stderr
 
 
-def _dry_run(base, cfg, targets: list[str]):
+def _dry_run(base, cfg, targets):
     res = subprocess.run([sys.executable, "-m", "snakemake", *base, "--configfile", str(cfg), "-n", "--", *targets],
                          cwd=cfg.parent, capture_output=True, text=True, timeout=300)
     out = res.stdout + res.stderr
@@ -120,7 +120,7 @@ def _dry_run(base, cfg, targets: list[str]):
     return out
 
 
-def _dry_runs(base, configs: dict, targets: list[str]) -> dict:
+def _dry_runs(base, configs: dict, targets) -> dict:
     """`_dry_run` with each config file of ``configs`` (name -> path), two at a time (each is a
     single-threaded DAG build; dry runs take no lock and write no output): name -> output."""
     from concurrent.futures import ThreadPoolExecutor
@@ -130,6 +130,7 @@ def _dry_runs(base, configs: dict, targets: list[str]) -> dict:
 
 
 DR_TARGET, CNN_TARGET = "results/aw/dr/model_T3.pt", "results/aw/cnn/sfa/model.pt"
+TARGETS = (DR_TARGET, CNN_TARGET)
 #: what the jobs of DR_TARGET and CNN_TARGET were recorded with
 FIRST = {"dr": {"device": "auto"}, "cnn": {"loader_workers": 4}}
 #: settings of plan.DR_RUNTIME_KEYS and plan.CNN_RUNTIME_KEYS changed at once
@@ -140,7 +141,8 @@ RUNTIME = {"dr": {"device": "cpu", "amp": False, "cache_mb": 1, "loader_workers"
 SCIENCE = {"dr_lr": ("dr", {"lr": 0.002}), "dr_epochs": ("dr", {"epochs": 3}),
            "cnn_lr": ("cnn", {"lr": 0.002}), "cnn_epochs": ("cnn", {"epochs": 3}),
            "cnn_input_size": ("cnn", {"input_size": 64})}
-RULES = {"dr": ("dr_train", DR_TARGET), "cnn": ("cnn_train", CNN_TARGET)}
+#: the training rule of each section
+RULES = {"dr": "dr_train", "cnn": "cnn_train"}
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +165,7 @@ def rerun_plans(tmp_path_factory) -> dict:
 
     base = ["-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path)]
     first = config("first", FIRST)
-    for args in (["--cores", "1", "results/aw/manifest.parquet"], ["--cores", "1", "--touch", DR_TARGET, CNN_TARGET]):
+    for args in (["--cores", "1", "results/aw/manifest.parquet"], ["--cores", "1", "--touch", *TARGETS]):
         res = subprocess.run([sys.executable, "-m", "snakemake", *base, "--configfile", str(first), *args],
                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
         assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
@@ -175,17 +177,17 @@ def rerun_plans(tmp_path_factory) -> dict:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.touch()
             os.utime(path, (stamp + 10 * (step + 1),) * 2)
-    for target in (DR_TARGET, CNN_TARGET):
+    for target in TARGETS:
         (tmp_path / target).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / target).touch()
         os.utime(tmp_path / target, (stamp + 30,) * 2)
     configs = {"first": first, "runtime": config("runtime", RUNTIME),
                **{name: config(name, {section: settings}) for name, (section, settings) in SCIENCE.items()}}
-    return _dry_runs(base, configs, [DR_TARGET, CNN_TARGET])
+    return _dry_runs(base, configs, TARGETS)
 
 
 def _assert_retrain_follows_the_plan(outs: dict, section: str) -> None:
-    rule, _ = RULES[section]
+    rule = RULES[section]
     assert "Nothing to be done" in outs["first"]
     assert "Nothing to be done" in outs["runtime"]
     for name, (changed, _) in SCIENCE.items():
