@@ -42,12 +42,20 @@ WORKFLOW_CONFIG = "workflow_config.yaml"
 COMMAND_LINE = "the command line --config"
 
 
+#: PyYAML's loader with libyaml's parser where the wheel has it (the same values, parsed in C): the schema
+#: files are read at every DAG build, in every Snakemake process (two per job on SLURM)
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@functools.lru_cache(maxsize=None)
 def _retrieve(uri: str) -> Resource:
+    """The schema file a ``$ref`` names, read once per process (every validation looks its references up
+    again: the whole config, then each dataset's stage sections)."""
     name = uri.rsplit("/", 1)[-1]
     path = SCHEMA_DIR / name
     if not path.is_file():
         raise ConfigError("schema file referenced by $ref not found", path=path)
-    contents = dict(yaml.safe_load(path.read_text()))
+    contents = dict(load_schema(name))  # a copy: the file's own dict keeps its `$schema`
     # Without its `$schema`, the referenced file is validated by our default-filling validator
     # class; with it, jsonschema would switch to the stock Draft7Validator and skip the defaults.
     contents.pop("$schema", None)
@@ -58,7 +66,7 @@ def _retrieve(uri: str) -> Resource:
 def load_schema(name: str = ROOT_SCHEMA) -> dict[str, Any]:
     """Load one schema file from ``affpipe/schemas/``."""
     path = SCHEMA_DIR / name
-    return yaml.safe_load(path.read_text())
+    return yaml.load(path.read_text(), Loader=_YAML_LOADER)
 
 
 def _extend_with_default(validator_class):

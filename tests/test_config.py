@@ -205,3 +205,24 @@ def test_settings_are_validated_once_per_content(monkeypatch):
         with pytest.raises(ConfigError, match="faces.redetect_every"):
             section_settings("faces", {"redetect_every": "x"})
         assert len(calls) == n
+
+
+def test_schema_files_are_read_once_per_process(monkeypatch):
+    """The whole config, then each dataset's stage sections, are validated at every DAG build (in every
+    Snakemake process: two per job on SLURM); each validation looks its `$ref`s up again, and each schema
+    file is read and parsed once per process, not at every lookup."""
+    import yaml
+
+    import affpipe.config as config
+
+    reads = []
+    real = Path.read_text
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: (
+        reads.append(self.name) if self.parent == config.SCHEMA_DIR else None) or real(self, *a, **k))
+    config._retrieve.cache_clear()
+    config.load_schema.cache_clear()
+    workflow = yaml.safe_load((ROOT / "workflow_config.yaml").read_text())
+    for _ in range(2):
+        validate_config(json.loads(json.dumps(workflow)))
+    assert reads and len(reads) == len(set(reads)), sorted(reads)
+    assert set(reads) == {p.name for p in config.SCHEMA_DIR.glob("*.schema.yaml")}
