@@ -432,14 +432,14 @@ def read_labels(path: str | os.PathLike) -> Labels:
         Naming the file: it does not exist or is not Parquet, a column is missing, ``frame`` is not
         exactly ``0..n-1`` in order, or a label is infinite.
     """
-    import pyarrow.parquet as pq
+    from affpipe.io.parquet import read_table
 
     path = Path(path)
     if not path.is_file():
         raise DatasetError("labels file does not exist", path=path,
                            hint="the manifest stage writes every video's labels (`affpipe manifest --labels-dir`)")
     try:
-        table = pq.read_table(path)
+        table = read_table(path)
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for what is not Parquet
         raise DatasetError(f"cannot read the labels file as Parquet ({exc})", path=path) from None
     missing = [c for c in LABELS_SCHEMA.names if c not in table.column_names]

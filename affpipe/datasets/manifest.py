@@ -250,14 +250,14 @@ def read_manifest(path: str | os.PathLike, *, columns: Sequence[str] = ()) -> Ma
         Naming the file: it does not exist or is not Parquet; a column is missing; a video id is
         empty or listed twice; a partition is not train, devel or test.
     """
-    import pyarrow.parquet as pq
+    from affpipe.io.parquet import read_table
 
     path = Path(path)
     if not path.is_file():
         raise DatasetError("manifest does not exist", path=path,
                            hint="run the manifest stage first (`affpipe manifest`, or its Snakemake target)")
     try:
-        table = pq.read_table(path)
+        table = read_table(path)
     except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for what is not Parquet
         raise DatasetError(f"cannot read the manifest as Parquet ({exc})", path=path) from None
     missing = [c for c in dict.fromkeys((*MANIFEST_KEY_COLUMNS, *columns)) if c not in table.column_names]

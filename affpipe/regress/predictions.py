@@ -167,11 +167,11 @@ def read_predictions(path: str | os.PathLike, name: str) -> ExperimentPrediction
         Naming the file: it does not exist or is not Parquet, a column is missing, or
         :func:`check_predictions` fails.
     """
-    import pyarrow.parquet as pq
+    from affpipe.io.parquet import read_table
 
     path = Path(path)
     try:
-        table = pq.read_table(path)
+        table = read_table(path)
     except FileNotFoundError:
         raise AffpipeError("predictions file does not exist (run `affpipe regress` first)", path=path) from None
     except (OSError, ValueError) as exc:
