@@ -1,6 +1,11 @@
 """The workflow on a real SLURM cluster: the tiny demo through `--workflow-profile profiles/slurm`
 on a single-node cluster started on this machine (tests/support/slurm_cluster.py), checked job by job
-against SLURM's own records and file by file against a local run of the same config.
+against SLURM's own records and file by file against the local run of the tiny demo.
+
+The SLURM run trains two of the tiny demo's five experiments (`SLURM_EXPERIMENTS`), which between
+them run every rule of the local run; the other three are the same rules on other inputs. On SLURM each
+job also starts Snakemake twice (the batch step and the job step), about 7 s of CPU per job on the test
+machine, so the three would cost the test session about 100 s of CPU for no other check.
 
 Skips, naming the reason, where a cluster cannot be started here (not root, `slurm-wlm`/`munge`
 not installed: `make slurm-deps`, a SLURM configuration of the machine's own). A cluster that is
@@ -9,6 +14,7 @@ installed but does not start is a failure, with the daemons' logs.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -23,7 +29,7 @@ import pytest
 import yaml
 
 from support import run_outputs, slurm_cluster
-from test_workflow import ROOT, SNAKEMAKE, TINY_CONFIG, TINY_TARGETS
+from test_workflow import ROOT, SNAKEMAKE, TINY_CONFIG, TINY_EXPERIMENTS, TINY_TARGETS
 
 PROFILE = ROOT / "profiles" / "slurm"
 #: the test node's CPUs and memory (MB): at least 4 CPUs and 64 GB, so that on a 2-core, 24 GB machine
@@ -33,11 +39,19 @@ PROFILE = ROOT / "profiles" / "slurm"
 #: tests anyway
 CLUSTER_CPUS = max(4, os.cpu_count() or 1)
 CLUSTER_MEM_MB = max(64000, slurm_cluster.machine_mem_mb())
+#: the tiny demo's experiments the SLURM run trains: DFM+BGRU (dynamic images, a CNN, a sequence
+#: regressor) and MDR+CNN (the DR UNets, the per-frame CNN regressor); the others are disabled
+SLURM_EXPERIMENTS = ("dfm_bgru", "mdr_cnn")
+SLURM_CONFIG = copy.deepcopy(TINY_CONFIG)
+SLURM_CONFIG["datasets"]["tiny"]["experiments"] = {
+    name: {"enabled": False} for name in TINY_EXPERIMENTS if name not in SLURM_EXPERIMENTS}
 SUBMITTED = re.compile(r"Job (\S+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)\.")
 #: a job Snakemake ran, in its log: `rule X:`/`checkpoint X:` when scheduling it, `localrule X:`/
 #: `localcheckpoint X:` when running it in this process (inside a SLURM job: the srun step)
 SCHEDULED = re.compile(r"^(?:local)?(?:rule|checkpoint) (\w+):$", re.M)
 EXECUTED = re.compile(r"^local(?:rule|checkpoint) (\w+):$", re.M)
+#: a job in the local run's log: its rule and its outputs
+LOCAL_JOB = re.compile(r"^(?:local)?(?:rule|checkpoint) (\w+):\n(?:    (?!output:).*\n)*    output: (.*)$", re.M)
 
 
 @dataclass
@@ -79,7 +93,7 @@ def start_slurm_run(tmp_path_factory) -> SlurmStart:
         return SlurmStart(fail=f"SLURM is installed but the local cluster did not start: {err}")
     work = tmp_path_factory.mktemp("workflow-slurm")
     shutil.copy(ROOT / "workflow_config.yaml", work / "workflow_config.yaml")
-    (work / "tiny.yaml").write_text(json.dumps(TINY_CONFIG))
+    (work / "tiny.yaml").write_text(json.dumps(SLURM_CONFIG))
     args = [
         "-s", str(ROOT / "Snakefile"), "--directory", str(work), "--configfile", str(work / "tiny.yaml"),
         "--workflow-profile", str(PROFILE),
@@ -105,7 +119,8 @@ def cluster(_slurm_run_started):
 
 @pytest.fixture(scope="module")
 def slurm_run(cluster, _slurm_run_started):
-    """The tiny demo through the SLURM profile, in its own scratch working directory: ``(work, output)``."""
+    """The tiny demo (`SLURM_EXPERIMENTS`) through the SLURM profile, in its own scratch working directory:
+    ``(work, output)``."""
     res = _slurm_run_started.run.wait()
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-6000:] + "\n" + slurm_cluster._log_tail(cluster.root / "log/slurmctld.log")
@@ -163,8 +178,11 @@ def test_every_job_went_through_sbatch(cluster, slurm_run, tiny_run):
     local_logs = sorted((local_work / ".snakemake" / "log").glob("*.snakemake.log"))
     # the first log is the tiny run's own (start_tiny runs one invocation); later ones come from tests that
     # run Snakemake again in the same directory (the no-op rerun, the report build)
-    ran_locally = Counter(r for r in SCHEDULED.findall(local_logs[0].read_text()) if r != "all")
-    assert ran_on_slurm == ran_locally
+    ran_locally = [(rule, output) for rule, output in LOCAL_JOB.findall(local_logs[0].read_text()) if rule != "all"]
+    # every rule of the local run ran on SLURM; exactly the local run's jobs whose outputs the SLURM run has
+    # (those of the two experiments), each once
+    assert set(ran_on_slurm) == {rule for rule, _ in ran_locally}
+    assert ran_on_slurm == Counter(rule for rule, output in ran_locally if (work / output.split(", ")[0]).exists())
     # and the SLURM logs the plugin wrote are those jobs' logs
     on_disk = {p.stem for p in (work / ".snakemake" / "slurm_logs").rglob("*.log")}
     assert on_disk == set(slurm_ids)
@@ -183,12 +201,14 @@ def test_grouped_jobs_stay_per_video(slurm_run):
 
 @pytest.mark.slow
 def test_outputs_equal_a_local_run(slurm_run, tiny_run):
-    """Same files, same content: HDF5 datasets and model weights bit-identical, Parquet tables and
-    JSON (ccc.json included) equal, pictures byte-identical; only provenance (times, durations,
-    input mtimes, the working directory) may differ."""
+    """Same files as the local run's for the two experiments, same content: HDF5 datasets and model
+    weights bit-identical, Parquet tables and JSON equal (ccc.json for the two experiments), pictures
+    byte-identical; only provenance (times, durations, input mtimes, the working directory) may differ."""
     work, _ = slurm_run
     local_work, _ = tiny_run
-    run_outputs.assert_same_outputs(work, local_work, what="SLURM and local")
+    for name in SLURM_EXPERIMENTS:
+        assert (work / f"results/tiny/experiments/{name}/predictions.parquet").is_file(), name
+    run_outputs.assert_same_outputs(work, local_work, what="SLURM and local", experiments=SLURM_EXPERIMENTS)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Compare the outputs of two workflow runs in different working directories, file by file.
 
-Used by tests/test_slurm.py (a SLURM run equals a local run) and tests/test_resume.py (a run killed
+Used by tests/test_slurm.py (a SLURM run of two of the tiny demo's experiments equals a local run of all five) and tests/test_resume.py (a run killed
 and resumed equals an uninterrupted one; two fresh runs are equal).
 """
 
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Collection
 from pathlib import Path
 
 #: provenance that differs between any two runs (wall-clock times, durations, input mtimes and the
@@ -121,20 +122,49 @@ def output_files(base: Path) -> set[str]:
             and p.name not in SNAKEMAKE_MARKERS}
 
 
-def assert_same_outputs(work: Path, ref: Path, *, what: str, part: bool = False) -> None:
+#: files that draw or tabulate every experiment of the run (compared per experiment, in ccc.json, by
+#: `assert_same_outputs` when a run trained only some of the experiments)
+EVERY_EXPERIMENT = ("report/regression/", "report/results.")
+
+
+def _ccc_of(content: dict, experiments) -> dict:
+    """A ccc.json's content restricted to ``experiments``: their entries and summary rows (the config hash
+    covers the experiment list, so it is left out)."""
+    out = {k: v for k, v in content.items() if k not in ("experiments", "summary", "config_hash")}
+    out["experiments"] = {n: content["experiments"].get(n) for n in experiments}
+    out["summary"] = {k: ({n: v.get(n) for n in experiments} if isinstance(v, dict) else v)
+                      for k, v in content["summary"].items()}
+    return out
+
+
+def assert_same_outputs(work: Path, ref: Path, *, what: str, part: bool = False,
+                        experiments: Collection[str] | None = None) -> None:
     """Same files, same content: HDF5 datasets and model weights bit-identical, Parquet tables and
     JSON (ccc.json included) equal, pictures byte-identical; only provenance (times, durations,
     input mtimes, the working directory) may differ. With ``part``, ``work`` ran a part of ``ref``'s
-    targets: each of its files must be among ``ref``'s and equal to it (ccc.json need not be there)."""
+    targets: each of its files must be among ``ref``'s and equal to it (ccc.json need not be there).
+    With ``experiments``, ``work`` ran the same targets with only these of ``ref``'s experiments
+    enabled: its files are among ``ref``'s; ccc.json must equal ``ref``'s for these experiments, and the
+    report files that show every experiment (`EVERY_EXPERIMENT`) are not compared."""
     files = output_files(work)
     ref_files = output_files(ref)
-    if part:
+    if part or experiments is not None:
         assert files <= ref_files, f"{what}: files only in the first {sorted(files - ref_files)}"
     else:
         assert files == ref_files, f"{what}: different files: only in the first {sorted(files - ref_files)}, " \
                                    f"only in the second {sorted(ref_files - files)}"
         assert any(f.endswith("/ccc.json") for f in files)
-    differ = [rel for rel in sorted(files) if not _same(_content(work / rel, work), _content(ref / rel, ref))]
+    compared = files
+    if experiments is not None:
+        ccc = [rel for rel in files if rel.endswith("/ccc.json")]
+        assert ccc, f"{what}: no ccc.json"
+        for rel in ccc:
+            assert set(json.loads((work / rel).read_text())["experiments"]) == set(experiments), rel
+            assert _same(_ccc_of(_content(work / rel, work), experiments), _ccc_of(_content(ref / rel, ref), experiments)), \
+                f"{what}: {rel} differs for experiments {sorted(experiments)}"
+        compared = {rel for rel in files if rel not in ccc
+                    and not any(rel.split("/", 2)[2].startswith(p) for p in EVERY_EXPERIMENT)}
+    differ = [rel for rel in sorted(compared) if not _same(_content(work / rel, work), _content(ref / rel, ref))]
     assert not differ, f"{what} outputs differ: {differ}"
     kinds = Counter(Path(rel).suffix for rel in files)
     assert kinds[".h5"] and kinds[".parquet"] and kinds[".pt"] and kinds[".json"], kinds
