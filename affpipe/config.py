@@ -42,9 +42,11 @@ WORKFLOW_CONFIG = "workflow_config.yaml"
 COMMAND_LINE = "the command line --config"
 
 
-#: PyYAML's loader with libyaml's parser where the wheel has it (the same values, parsed in C): the schema
-#: files are read at every DAG build, in every Snakemake process (two per job on SLURM)
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+def _safe_load_yaml(text: str) -> Any:
+    """``yaml.safe_load(text)``, parsed by libyaml where the PyYAML wheel has it (``CSafeLoader``: the
+    same safe constructor and resolver, the same values, parsed in C): the schema files are read at
+    every DAG build, in every Snakemake process (two per job on SLURM)."""
+    return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 @functools.lru_cache(maxsize=None)
@@ -66,7 +68,7 @@ def _retrieve(uri: str) -> Resource:
 def load_schema(name: str = ROOT_SCHEMA) -> dict[str, Any]:
     """Load one schema file from ``affpipe/schemas/``."""
     path = SCHEMA_DIR / name
-    return yaml.load(path.read_text(), Loader=_YAML_LOADER)
+    return _safe_load_yaml(path.read_text())
 
 
 def _extend_with_default(validator_class):
