@@ -105,3 +105,16 @@ def test_smoothing_stays_inside_runs_and_reduces_jitter():
     err_after = np.abs(out[valid] - truth[valid]).mean()
     assert err_after < 0.6 * err_before
     np.testing.assert_array_equal(smooth_landmarks(pts, valid, sigma=0), pts)
+
+
+def test_faces_stage_loads_scipy_only_to_smooth():
+    """scipy.ndimage takes ~0.3 s of CPU to import; the faces stage loads it only when smoothing is on
+    (faces.smoothing_sigma > 0; off by default), not in every faces job."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; import affpipe.faces.run; from affpipe.faces.smoothing import smooth_landmarks; "
+            "p = np.zeros((3, 68, 2)); v = np.ones(3, bool); smooth_landmarks(p, v, sigma=0); "
+            "a = 'scipy.ndimage' in sys.modules; smooth_landmarks(p, v, sigma=1.0); print(a, 'scipy.ndimage' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.stdout.split() == ["False", "True"], res.stdout + res.stderr
