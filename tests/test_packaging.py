@@ -190,7 +190,7 @@ def test_checkpoints_and_weights_load_with_weights_only():
     assert not bad, f"torch.load without weights_only=True: {bad}"
 
 
-#: the Loader of a `yaml.load` call that parses data only: PyYAML's safe loader, in C where there
+#: the Loaders of a `yaml.load` call that parses data only: PyYAML's safe loader, or its libyaml (C) twin
 SAFE_YAML_LOADERS = {"yaml.SafeLoader", "yaml.CSafeLoader", "getattr(yaml, 'CSafeLoader', yaml.SafeLoader)"}
 
 

@@ -48,9 +48,8 @@ SLURM_CONFIG["datasets"]["tiny"]["experiments"] = {
 SUBMITTED = re.compile(r"Job (\S+) has been submitted with SLURM jobid (\d+) \(log: (\S+)\)\.")
 #: a job Snakemake ran, in its log: `rule X:`/`checkpoint X:` when scheduling it, `localrule X:`/
 #: `localcheckpoint X:` when running it in this process (inside a SLURM job: the srun step)
-SCHEDULED = re.compile(r"^(?:local)?(?:rule|checkpoint) (\w+):$", re.M)
 EXECUTED = re.compile(r"^local(?:rule|checkpoint) (\w+):$", re.M)
-#: a job in the local run's log: its rule and its outputs
+#: a job in the local run's log, scheduled or run: its rule and its outputs
 LOCAL_JOB = re.compile(r"^(?:local)?(?:rule|checkpoint) (\w+):\n(?:    (?!output:).*\n)*    output: (.*)$", re.M)
 
 

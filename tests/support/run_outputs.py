@@ -1,7 +1,8 @@
 """Compare the outputs of two workflow runs in different working directories, file by file.
 
-Used by tests/test_slurm.py (a SLURM run of two of the tiny demo's experiments equals a local run of all five) and tests/test_resume.py (a run killed
-and resumed equals an uninterrupted one; two fresh runs are equal).
+Used by tests/test_slurm.py (a SLURM run of two of the tiny demo's experiments equals a local run of
+all five) and tests/test_resume.py (a run killed and resumed equals an uninterrupted one; two fresh
+runs are equal).
 """
 
 from __future__ import annotations
@@ -159,8 +160,9 @@ def assert_same_outputs(work: Path, ref: Path, *, what: str, part: bool = False,
         ccc = [rel for rel in files if rel.endswith("/ccc.json")]
         assert ccc, f"{what}: no ccc.json"
         for rel in ccc:
-            assert set(json.loads((work / rel).read_text())["experiments"]) == set(experiments), rel
-            assert _same(_ccc_of(_content(work / rel, work), experiments), _ccc_of(_content(ref / rel, ref), experiments)), \
+            mine = _content(work / rel, work)
+            assert set(mine["experiments"]) == set(experiments), rel
+            assert _same(_ccc_of(mine, experiments), _ccc_of(_content(ref / rel, ref), experiments)), \
                 f"{what}: {rel} differs for experiments {sorted(experiments)}"
         compared = {rel for rel in files if rel not in ccc
                     and not any(rel.split("/", 2)[2].startswith(p) for p in EVERY_EXPERIMENT)}
